@@ -33,6 +33,8 @@ class Bijection:
     has_inverse: ClassVar[bool] = True
     analytic_inverse: ClassVar[bool] = True
     min_dim: ClassVar[int] = 1
+    affine: ClassVar[bool] = False
+    """True for steps x = A z + c; a flow of only such steps is Gaussian."""
 
     def __init__(self, dim: int, **options: Any):
         if dim < self.min_dim:

@@ -24,6 +24,7 @@ class Householder(Bijection):
 
     name = "hh"
     aliases = ("householder",)
+    affine = True
     summary = "x = (I - 2 v v'/|v|^2) z: a reflection; hh*d after scale is full rank"
 
     def init(self, key: Array, jitter: float) -> Params:

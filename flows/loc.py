@@ -19,6 +19,7 @@ class Loc(Bijection):
 
     name = "loc"
     aliases = ("shift",)
+    affine = True
     summary = "x = z + mu: a learned location"
 
     def init(self, key: Array, jitter: float) -> Params:

@@ -20,6 +20,7 @@ class Scale(Bijection):
     """
 
     name = "scale"
+    affine = True
     summary = "x = z * softplus(rho): a learned positive diagonal scale"
 
     def init(self, key: Array, jitter: float) -> Params:

@@ -1,0 +1,24 @@
+"""Inference with normalizing flows: NFVI, the fit loop, callbacks, targets, samplers, plots.
+
+>>> from vi import NFVI, Model
+>>> approx = NFVI("planar*8", Model.from_logdensity(lambda z: -pot1(z), dim=2)).fit(25_000)
+"""
+
+from vi.approximation import Approximation, load
+from vi.callbacks import CheckParametersConvergence, EarlyStopping, Tracker
+from vi.model import Model
+from vi.nfvi import ADVI, NFVI, FitError, FullRankADVI, default_optimizer
+
+__all__ = [
+    "ADVI",
+    "NFVI",
+    "Approximation",
+    "CheckParametersConvergence",
+    "EarlyStopping",
+    "FitError",
+    "FullRankADVI",
+    "Model",
+    "Tracker",
+    "default_optimizer",
+    "load",
+]

@@ -1,0 +1,227 @@
+"""``Approximation``: what a fit returns, and its safe file format."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from numpyro import handlers
+from numpyro.distributions import biject_to
+from numpyro.infer import Predictive, Trace_ELBO
+
+from flows import Flow
+from guides.autoflow import AutoFlow, flow_params_from
+from vi.model import Model
+
+FORMAT = "nfvi-approximation"
+VERSION = 1
+
+
+class Approximation:
+    """A fitted variational approximation q.
+
+    Attributes:
+        guide: the NumPyro guide (an :class:`guides.AutoFlow` for formulas); pass
+            it with ``params`` to ``numpyro.infer.Predictive``.
+        params: the NumPyro param dict (constrained values).
+        hist: the loss (negative ELBO) of every step, NaN where a step was skipped.
+        model: the :class:`vi.Model` it was fitted to (``None`` after loading a
+            log-density approximation without one).
+        flow, flow_params: the :class:`flows.Flow` and its parameters (``None``
+            for guides that are not flows).
+        n_grad_evals: training gradient evaluations, steps x particles x restarts.
+        n_skipped: steps skipped because the loss or gradient was not finite.
+    """
+
+    def __init__(self, *, guide: Callable[..., Any] | None, params: dict[str, Array],
+                 model: Model | None, hist: np.ndarray, flow: Flow | None = None,
+                 n_grad_evals: int = 0, n_skipped: int = 0, prefix: str | None = None):
+        self.guide = guide
+        self.prefix = prefix or getattr(guide, "prefix", "auto")
+        self.params = params
+        self.model = model
+        self.hist = hist
+        self.n_grad_evals = n_grad_evals
+        self.n_skipped = n_skipped
+        self.flow = flow if flow is not None else getattr(guide, "flow", None)
+        self.flow_params = None
+        if self.flow is not None:
+            self.flow_params = flow_params_from(self.flow, self.prefix, params)
+        self._draws = 0
+
+    @property
+    def _logdensity(self) -> bool:
+        return self.model is None or self.model.dim is not None
+
+    def __repr__(self) -> str:
+        what = str(self.flow.formula) if self.flow is not None else type(self.guide).__name__
+        last = np.nanmean(self.hist[-100:]) if len(self.hist) else float("nan")
+        return f"<Approximation {what}, {len(self.hist)} steps, recent loss {last:.4g}>"
+
+    def _key(self, key: Array | int | None) -> Array:
+        if key is None:  # successive calls draw fresh samples, reproducibly
+            self._draws += 1
+            return jax.random.key(self._draws)
+        return jax.random.key(key) if isinstance(key, int) else key
+
+    def sample_latent(self, n: int, key: Array | int | None = None) -> Array:
+        """n draws u = T(z), z ~ N(0, I), in the flattened unconstrained space."""
+        if self.flow is None:
+            raise TypeError("sample_latent needs a flow approximation; use sample()")
+        z = jax.random.normal(self._key(key), (n, self.flow.dim))
+        return self.flow.forward(self.flow_params, z)[0]
+
+    def sample(self, n: int, key: Array | int | None = None) -> Array | dict[str, Array]:
+        """n draws from q: an array (n, dim) for a log-density model, else a dict
+        site -> array (n, ...) in each site's own (constrained) space."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if self.flow is not None:
+            latent = self.sample_latent(n, key)
+            if self._logdensity:
+                return latent
+            return self.guide._unpack_and_constrain(latent, self.params)
+        draws = Predictive(self.guide, params=self.params, num_samples=n)(
+            self._key(key), *self.model.args, **self.model.kwargs)
+        draws = {k: v for k, v in draws.items() if not k.startswith("_")}
+        return draws[self.model.site] if self._logdensity else draws
+
+    def log_prob(self, x: Array | dict[str, Array]) -> Array:
+        r"""log q(x).
+
+        For a log-density model x has shape (..., dim) and
+        log q(x) = log N(T^{-1}(x)) + log|det dT^{-1}/dx|. For a NumPyro model x is
+        a dict of constrained site values (with optional leading batch axes) and
+        the Jacobians of the site bijections are included.
+        """
+        if self.flow is None or not self.flow.has_inverse:
+            raise NotImplementedError("log_prob needs a flow whose steps all invert")
+        if self._logdensity:
+            return self.flow.log_prob(self.flow_params, jnp.asarray(x))
+        if not isinstance(x, dict):
+            raise TypeError("for a NumPyro model, log_prob takes a dict site -> value")
+        proto = self.guide.prototype_trace
+        first = next(iter(self.guide._init_locs))
+        batch = jnp.shape(x[first])[: jnp.ndim(x[first]) - jnp.ndim(self.guide._init_locs[first])]
+
+        def one(point: dict[str, Array]) -> Array:
+            unconstrained, log_det = {}, 0.0
+            for name in self.guide._init_locs:
+                site = proto[name]
+                transform = biject_to(site["fn"].support)
+                u = transform.inv(point[name])
+                unconstrained[name] = u
+                log_det = log_det + jnp.sum(transform.log_abs_det_jacobian(u, point[name]))
+            latent = self.guide._unpack_latent.inv(unconstrained)
+            return self.flow.log_prob(self.flow_params, latent) - log_det
+
+        flat = jax.tree.map(lambda v: v.reshape((-1, *v.shape[len(batch):])), x)
+        return jax.vmap(one)(flat).reshape(batch)
+
+    def elbo(self, num_samples: int = 4096, key: Array | int | None = None) -> float:
+        """A precise ELBO estimate, E_q[log p(x, y) - log q(x)], from ``num_samples``
+        vectorised draws (one compiled evaluation). For a log-density target with
+        known log Z, KL(q||p) = log Z - ELBO."""
+        if self.model is None:
+            raise ValueError("the ELBO needs the model: load with vi.load(path, model=...)")
+        loss = Trace_ELBO(num_particles=num_samples).loss(
+            self._key(key), self.params, self.model.fn, self.guide,
+            *self.model.args, **self.model.kwargs)
+        return -float(loss)
+
+    def to_inference_data(self, num_samples: int = 1000, key: Array | int | None = None
+                          ) -> az.InferenceData:
+        """``num_samples`` draws from q as ArviZ ``InferenceData`` (one chain)."""
+        draws = self.sample(num_samples, key)
+        if not isinstance(draws, dict):
+            draws = {self.model.site if self.model is not None else "x": draws}
+        return az.from_dict(posterior={k: np.asarray(v)[None] for k, v in draws.items()})
+
+    def save(self, path: str | Path) -> Path:
+        """Write the flow's formula, parameters, loss history and metadata to ``path``
+        (``.npz``; no pickle, so loading a file can never run code). Only flow
+        approximations can be saved: a hand-written guide is code."""
+        if self.flow is None:
+            raise TypeError("only flow approximations (NFVI with a formula) can be saved")
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz")
+        arrays = {f"param:{k}": np.asarray(v) for k, v in self.params.items()}
+        arrays["hist"] = np.asarray(self.hist)
+        meta = {
+            "format": FORMAT, "version": VERSION, "formula": str(self.flow.formula),
+            "dim": self.flow.dim, "prefix": self.prefix,
+            "kind": "logdensity" if self._logdensity else "numpyro",
+            "site": self.model.site if self.model is not None else "x",
+            "jitter": getattr(self.guide, "jitter", None),
+            "n_grad_evals": self.n_grad_evals, "n_skipped": self.n_skipped,
+        }
+        meta["sha256"] = _digest(arrays, meta)
+        arrays["meta"] = np.array(json.dumps(meta))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays)
+        return path
+
+
+def _digest(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
+    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "sha256"},
+                                  sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def load(path: str | Path, model: Model | None = None) -> Approximation:
+    """Read an :class:`Approximation` written by :meth:`Approximation.save`.
+
+    A log-density approximation loads without a model (``sample`` and
+    ``log_prob`` work; ``elbo`` needs ``model=``). One fitted to a NumPyro model
+    needs that ``model`` (a :class:`vi.Model` with its data) to rebuild the guide.
+
+    Raises:
+        ValueError: for a missing, truncated, tampered or foreign file, naming it.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable nfvi approximation file ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an nfvi approximation file")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{path} has format version {meta.get('version')}, "
+                         f"this nfvi reads version {VERSION}")
+    if meta.get("sha256") != _digest(arrays, meta):
+        raise ValueError(f"{path} has been modified or damaged: its checksum does not match")
+    params = {k.removeprefix("param:"): jnp.asarray(v) for k, v in arrays.items()
+              if k.startswith("param:")}
+    common = {"params": params, "hist": arrays["hist"], "n_grad_evals": meta["n_grad_evals"],
+              "n_skipped": meta["n_skipped"]}
+    if model is None:
+        if meta["kind"] != "logdensity":
+            raise ValueError(f"{path} was fitted to a NumPyro model: pass model=Model(fn, "
+                             "*args, **kwargs) to load it")
+        return Approximation(guide=None, model=None, flow=Flow(meta["formula"], meta["dim"]),
+                             prefix=meta["prefix"], **common)
+    guide = AutoFlow(model.fn, meta["formula"], prefix=meta["prefix"],
+                     init_loc_fn=model.init_loc_fn, jitter=meta["jitter"] or 0.0)
+    handlers.seed(guide, 0)(*model.args, **model.kwargs)  # builds the guide's prototype
+    if guide.latent_dim != meta["dim"]:
+        raise ValueError(f"{path} was fitted in {meta['dim']} dimensions, the model given "
+                         f"has {guide.latent_dim}")
+    return Approximation(guide=guide, model=model, **common)

@@ -1,0 +1,89 @@
+"""``Model``: a NumPyro model bound to its data, or an unnormalised log density."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from jax import Array
+from numpyro.infer.initialization import init_to_median, init_to_value
+
+
+class Model:
+    """A NumPyro model function with the arguments it is called with.
+
+    ``Model(linear_regression, x, y=y)`` binds the data; inference then calls
+    ``fn(*args, **kwargs)``. A model is also a context manager, so PyMC3's idiom
+    works::
+
+        with Model(linear_regression, x, y=y):
+            approx = NFVI("scale-hh*2-loc").fit(10_000)
+
+    Attributes:
+        fn, args, kwargs: the model and its bound arguments.
+        dim: the vector dimension for :meth:`from_logdensity` models, else ``None``.
+        log_density: the wrapped function for :meth:`from_logdensity` models.
+        init_loc_fn: the NumPyro init strategy guides start from.
+    """
+
+    _stack: ClassVar[list[Model]] = []
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any):
+        if not callable(fn):
+            raise TypeError(f"Model needs a NumPyro model function, got {type(fn).__name__}")
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.dim: int | None = None
+        self.log_density: Callable[[Array], Array] | None = None
+        self.site = None
+        self.init_loc_fn: Callable[..., Any] = init_to_median(num_samples=15)
+        self.name = getattr(fn, "__name__", "model")
+
+    @classmethod
+    def from_logdensity(cls, fn: Callable[[Array], Array], dim: int, *, name: str = "x",
+                        init: Array | None = None) -> Model:
+        """Wrap an unnormalised log density log p(x) of a vector x in R^dim.
+
+        The model has one improper flat site ``name`` of shape ``(dim,)`` and a
+        ``numpyro.factor`` adding log p(x); its unconstrained latent space is x
+        itself. Guides start at ``init`` (default: the origin).
+        """
+        if not callable(fn):
+            raise TypeError(f"from_logdensity needs a callable log density, got {fn!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        start = jnp.zeros(dim) if init is None else jnp.asarray(init, dtype=float)
+        if start.shape != (dim,):
+            raise ValueError(f"init must have shape ({dim},), got {start.shape}")
+
+        def logdensity_model() -> None:
+            x = numpyro.sample(name, dist.ImproperUniform(dist.constraints.real_vector, (),
+                                                          (dim,)))
+            numpyro.factor("log_density", fn(x))
+
+        model = cls(logdensity_model)
+        model.dim, model.log_density, model.site = dim, fn, name
+        model.init_loc_fn = init_to_value(values={name: start})
+        model.name = getattr(fn, "__name__", "log_density")
+        return model
+
+    def __repr__(self) -> str:
+        if self.dim is not None:
+            return f"Model.from_logdensity({self.name}, dim={self.dim})"
+        return f"Model({self.name}, {len(self.args)} args, kwargs={sorted(self.kwargs)})"
+
+    def __enter__(self) -> Model:
+        Model._stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        Model._stack.remove(self)
+
+    @classmethod
+    def current(cls) -> Model | None:
+        """The innermost model of an enclosing ``with Model(...)`` block, if any."""
+        return cls._stack[-1] if cls._stack else None
