@@ -175,17 +175,17 @@ def test_energy_matches_reference_formula(name):
         expected = NAIVE[name](_POINTS[:, 0], _POINTS[:, 1])
     finite = np.isfinite(expected)  # the naive form underflows to log(0) for pot1, |z1| >= 30
     assert finite.sum() >= 48
+    potential = jax.jit(POTENTIALS[name])
     with jax.enable_x64(True):
-        got64 = np.asarray(POTENTIALS[name](jnp.asarray(_POINTS)))
+        got64 = np.asarray(potential(jnp.asarray(_POINTS)))
+        # log_density is -U, batched over leading axes
+        batch = _POINTS[:36].reshape(3, 12, 2)
+        log_p = np.asarray(jax.jit(targets.get(name).log_density)(jnp.asarray(batch)))
     np.testing.assert_allclose(got64[finite], expected[finite], rtol=1e-12, atol=1e-12)
-    got32 = np.asarray(POTENTIALS[name](jnp.asarray(_POINTS, dtype=jnp.float32)))
+    np.testing.assert_allclose(log_p, -NAIVE[name](batch[..., 0], batch[..., 1]), rtol=1e-12)
+    got32 = np.asarray(potential(jnp.asarray(_POINTS, dtype=jnp.float32)))
     assert got32.dtype == np.float32
     np.testing.assert_allclose(got32[finite], expected[finite], rtol=1e-5, atol=1e-5)
-    # log_density is -U, batched over leading axes
-    batch = _POINTS[:36].reshape(3, 12, 2)
-    with jax.enable_x64(True):
-        log_p = np.asarray(targets.get(name).log_density(jnp.asarray(batch)))
-    np.testing.assert_allclose(log_p, -NAIVE[name](batch[..., 0], batch[..., 1]), rtol=1e-12)
 
 
 _EXTREMES = np.array(
@@ -197,7 +197,7 @@ _EXTREMES = np.array(
 @pytest.mark.parametrize("name", ["pot1", "pot2", "pot3", "pot4"])
 def test_gradients_finite_in_float32_and_correct(name):
     z = jnp.asarray(_EXTREMES, dtype=jnp.float32)
-    value, grad = jax.vmap(jax.value_and_grad(POTENTIALS[name]))(z)
+    value, grad = jax.jit(jax.vmap(jax.value_and_grad(POTENTIALS[name])))(z)
     assert grad.dtype == jnp.float32
     assert np.all(np.isfinite(np.asarray(value)))
     assert np.all(np.isfinite(np.asarray(grad)))
@@ -216,7 +216,7 @@ def test_gradients_finite_in_float32_and_correct(name):
 
 
 def test_pot1_origin_gradient_is_zero_not_nan():
-    g = jax.grad(targets.pot1)(jnp.zeros(2, jnp.float32))
+    g = jax.jit(jax.grad(targets.pot1))(jnp.zeros(2, jnp.float32))
     np.testing.assert_array_equal(np.asarray(g), [0.0, 0.0])  # symmetric: 0 is a subgradient
 
 
@@ -342,7 +342,7 @@ def test_names_and_defaults():
         assert target.name == name
         assert target.description
         x = jnp.zeros((3, target.dim))
-        assert target.log_density(x).shape == (3,)
+        assert jax.jit(target.log_density)(x).shape == (3,)
     assert targets.get("funnel").dim == 10
     assert targets.get(" Funnel ", dim=3).dim == 3
 

@@ -28,7 +28,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
 import jax
@@ -175,13 +175,19 @@ def _negate(potential: Callable[[Array], Array]) -> Callable[[Array], Array]:
     return log_density
 
 
-def _check_n(n: int) -> int:
-    """A sample count must be a positive int."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"the number of samples must be an int; got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"the number of samples must be at least 1; got {n}")
-    return n
+def _exact_sampler(draw: Callable[[Array, int], Array]) -> Callable[[Array, int], Array]:
+    """``sample(key, n)``: checks that ``n`` is a positive int, then runs ``draw`` compiled
+    once per ``n``."""
+    compiled = jax.jit(draw, static_argnums=1)
+
+    def sample(key: Array, n: int) -> Array:
+        if isinstance(n, bool) or not isinstance(n, Integral):
+            raise TypeError(f"the number of samples must be an int; got {type(n).__name__}")
+        if n < 1:
+            raise ValueError(f"the number of samples must be at least 1; got {n}")
+        return compiled(key, int(n))
+
+    return sample
 
 
 def _ribbon_sampler(
@@ -193,8 +199,7 @@ def _ribbon_sampler(
     z2 ~ N(w1(z1) - offset(z1), scales[1]^2). (For U2, ``first_weight`` is 1.)
     """
 
-    def sample(key: Array, n: int) -> Array:
-        n = _check_n(n)
+    def draw(key: Array, n: int) -> Array:
         k1, kc, k2 = jax.random.split(key, 3)
         z1 = 10.0 * jax.random.laplace(k1, (n,))
         eps = jax.random.normal(k2, (n,))
@@ -205,7 +210,7 @@ def _ribbon_sampler(
             z2 = _w1(z1) + jnp.where(first, scales[0] * eps, scales[1] * eps - offset(z1))
         return jnp.stack([z1, z2], axis=-1)
 
-    return sample
+    return _exact_sampler(draw)
 
 
 def _energy_target(
@@ -272,8 +277,9 @@ def _funnel(*, dim: int = 10, scale: float = 1.0) -> Target:
     2003, "Slice sampling", used scale = 3). Mean 0; Var v = scale^2 and, since
     E[exp(v)] = exp(scale^2 / 2), Var x_i = exp(scale^2 / 2).
     """
-    if isinstance(dim, bool) or not isinstance(dim, int):
+    if isinstance(dim, bool) or not isinstance(dim, Integral):
         raise TypeError(f"target 'funnel': dim must be an int; got {dim!r}")
+    dim = int(dim)
     if dim < 2:
         raise ValueError(
             f"target 'funnel': dim must be >= 2 (log-scale plus at least one x); got {dim}"
@@ -288,8 +294,7 @@ def _funnel(*, dim: int = 10, scale: float = 1.0) -> Target:
         log_p_rest = -0.5 * jnp.sum((rest * jnp.exp(-0.5 * v)[..., None]) ** 2, axis=-1)
         return log_p_v + log_p_rest - (dim - 1) * (0.5 * v + _LOG_SQRT_2PI)
 
-    def sample(key: Array, n: int) -> Array:
-        n = _check_n(n)
+    def draw(key: Array, n: int) -> Array:
         eps = jax.random.normal(key, (n, dim))
         v = scale * eps[:, :1]
         return jnp.concatenate([v, jnp.exp(0.5 * v) * eps[:, 1:]], axis=-1)
@@ -301,7 +306,7 @@ def _funnel(*, dim: int = 10, scale: float = 1.0) -> Target:
         log_density=funnel_log_density,
         log_Z=0.0,
         description=f"Neal's funnel, dim={dim}: v ~ N(0, {scale:g}^2), x_i | v ~ N(0, exp(v/2)^2)",
-        sample=sample,
+        sample=_exact_sampler(draw),
         mean=(0.0,) * dim,
         variance=(scale**2,) + (var_x,) * (dim - 1),
     )
@@ -327,8 +332,7 @@ def _banana(*, sigma1: float = 2.0, sigma2: float = 1.0, bend: float = 0.5) -> T
         x1, x2 = x[..., 0], x[..., 1]
         return -_half_square(x1, s1) - _half_square(x2 - b * (x1**2 - s1**2), s2) - log_norm
 
-    def sample(key: Array, n: int) -> Array:
-        n = _check_n(n)
+    def draw(key: Array, n: int) -> Array:
         eps = jax.random.normal(key, (n, 2))
         x1 = s1 * eps[:, 0]
         return jnp.stack([x1, b * (x1**2 - s1**2) + s2 * eps[:, 1]], axis=-1)
@@ -339,7 +343,7 @@ def _banana(*, sigma1: float = 2.0, sigma2: float = 1.0, bend: float = 0.5) -> T
         log_density=banana_log_density,
         log_Z=0.0,
         description=f"banana: x1 ~ N(0, {s1:g}^2), x2 | x1 ~ N({b:g} (x1^2 - {s1**2:g}), {s2:g}^2)",
-        sample=sample,
+        sample=_exact_sampler(draw),
         mean=(0.0, 0.0),
         variance=(s1**2, s2**2 + 2.0 * b**2 * s1**4),
     )
@@ -388,8 +392,7 @@ def _mixture(
         right = log_w[1] - _half_square(x1 - half, s) - across
         return jnp.logaddexp(left, right) - log_norm
 
-    def sample(key: Array, n: int) -> Array:
-        n = _check_n(n)
+    def draw(key: Array, n: int) -> Array:
         kc, ke = jax.random.split(key)
         right = jax.random.bernoulli(kc, w2, (n,))
         centre = jnp.where(right, half, -half)
@@ -403,7 +406,7 @@ def _mixture(
         log_Z=0.0,
         description=f"mixture: {w1:g} N((-{half:g}, 0), {s:g}^2 I) + {w2:g} N(({half:g}, 0), "
         f"{s:g}^2 I)",
-        sample=sample,
+        sample=_exact_sampler(draw),
         mean=((w2 - w1) * half, 0.0),
         variance=(s**2 + w1 * w2 * sep**2, s**2),
     )
