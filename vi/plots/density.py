@@ -63,11 +63,21 @@ def grid_density(log_density: Callable[[Any], Any], xs: np.ndarray, ys: np.ndarr
     return density / (density.sum() * (xs[1] - xs[0]) * (ys[1] - ys[0]))
 
 
+def _axes(hv: Any, xs: np.ndarray, ys: np.ndarray) -> list[Any]:
+    """The z1, z2 dimensions, their ranges fixed to the window: samples outside it, or
+    the half pixel an image reaches past its outer nodes, do not widen the axes."""
+    return [hv.Dimension("z1", range=(xs[0], xs[-1])), hv.Dimension("z2", range=(ys[0], ys[-1]))]
+
+
 def _image(
-    hv: Any, xs: np.ndarray, ys: np.ndarray, density: np.ndarray, title: str, label: str = "density"
+    hv: Any,
+    axes: list[Any],
+    pixels: tuple[np.ndarray, np.ndarray, np.ndarray],
+    title: str,
+    label: str = "density",
 ) -> Any:
     """Panels whose value ``label`` agrees share one colour scale in a layout."""
-    image = hv.Image((xs, ys, density), kdims=["z1", "z2"], vdims=[hv.Dimension("p", label=label)])
+    image = hv.Image(pixels, kdims=axes, vdims=[hv.Dimension("p", label=label)])
     return styled(
         image,
         {**_IMAGE["common"], "title": title},
@@ -83,9 +93,9 @@ def _check_points(samples: Any) -> np.ndarray:
     return points
 
 
-def _points(hv: Any, points: np.ndarray) -> Any:
+def _points(hv: Any, axes: list[Any], points: np.ndarray) -> Any:
     return styled(
-        hv.Points(points, kdims=["z1", "z2"]),
+        hv.Points(points, kdims=axes),
         _POINTS["common"],
         bokeh=_POINTS["bokeh"],
         matplotlib=_POINTS["matplotlib"],
@@ -116,8 +126,9 @@ def density2d(
     xs, ys = _check_grid(bounds, grid)
     points = None if samples is None else _check_points(samples)
     hv = require_holoviews()
-    image = _image(hv, xs, ys, grid_density(log_density, xs, ys), title)
-    return image if points is None else image * _points(hv, points)
+    axes = _axes(hv, xs, ys)
+    image = _image(hv, axes, (xs, ys, grid_density(log_density, xs, ys)), title)
+    return image if points is None else image * _points(hv, axes, points)
 
 
 def compare2d(
@@ -146,11 +157,12 @@ def compare2d(
         raise ValueError(f"bins must be a positive integer; got {bins!r}")
     points = None if samples is None else _check_points(samples)
     hv = require_holoviews()
-    target = _image(hv, xs, ys, grid_density(target_log_density, xs, ys), "target")
+    axes = _axes(hv, xs, ys)
+    target = _image(hv, axes, (xs, ys, grid_density(target_log_density, xs, ys)), "target")
     if fitted_log_density is not None:
-        fit = _image(hv, xs, ys, grid_density(fitted_log_density, xs, ys), "fit")
+        fit = _image(hv, axes, (xs, ys, grid_density(fitted_log_density, xs, ys)), "fit")
         if points is not None:
-            fit = fit * _points(hv, points)
+            fit = fit * _points(hv, axes, points)
         return hv.Layout([target, fit]).cols(2).opts(sublabel_format="", backend="matplotlib")
     inside = ((points >= [xs[0], ys[0]]) & (points <= [xs[-1], ys[-1]])).all(axis=1)
     if not inside.any():
@@ -163,5 +175,5 @@ def compare2d(
     centres = (xedges[:-1] + xedges[1:]) / 2, (yedges[:-1] + yedges[1:]) / 2
     # Its own colour scale: a histogram's noisy peak would wash out the target's.
     title = f"fit (histogram of {inside.sum()} samples)"
-    fit = _image(hv, *centres, counts.T, title, label="density (histogram)")
+    fit = _image(hv, axes, (*centres, counts.T), title, label="density (histogram)")
     return hv.Layout([target, fit]).cols(2).opts(sublabel_format="", backend="matplotlib")
