@@ -76,8 +76,9 @@ def pairs(
 
     Row i, column j < i plots coordinate j (x) against coordinate i (y); the x axes of
     one column are linked in the HTML. Scatters show at most ``max_points`` draws
-    (every k-th one) so the file stays small; histograms use every draw. ``samples``
-    and ``vars`` are as in :func:`marginals`.
+    (every k-th one) so the file stays small; histograms use every draw. ``samples``,
+    ``vars`` and ``bins`` are as in :func:`marginals`; more than ``max_vars``
+    coordinates are refused.
 
     Returns:
         An ``hv.Layout`` of d x d panels (empty above the diagonal).
