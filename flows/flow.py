@@ -156,11 +156,14 @@ class Flow:
             raise ValueError(f"{what} must have shape (..., {self.dim}) for {self!r}, "
                              f"got {value.shape}")
         if self._structure is None:
-            self._structure = jax.tree.structure(
-                jax.eval_shape(lambda: self.init(jax.random.key(0))))
-        if jax.tree.structure(params) != self._structure:
-            raise ValueError(f"params do not belong to {self!r}: expected the structure "
-                             f"of {self!r}.init(key), got {jax.tree.structure(params)}")
+            expected = jax.eval_shape(lambda: self.init(jax.random.key(0)))
+            self._structure = jax.tree.map(lambda leaf: leaf.shape, expected)
+        # Shapes too, not only the tree: params of "planar*3" have the tree of
+        # "planar*2" and would silently run three steps.
+        shapes = jax.tree.map(jnp.shape, params)
+        if shapes != self._structure:
+            raise ValueError(f"params do not belong to {self!r}: expected arrays of shapes "
+                             f"{self._structure} (as from {self!r}.init(key)), got {shapes}")
         return value
 
     def _batched(self, params: Params, value: Array, inverse: bool) -> tuple[Array, Array]:

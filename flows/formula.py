@@ -27,6 +27,9 @@ from flows import registry
 MAX_COUNT = 100_000
 """Largest repeat count accepted; beyond it a formula is surely a typo."""
 
+MAX_DEPTH = 32
+"""Deepest nesting of groups accepted; it keeps the recursive parser off Python's stack limit."""
+
 OptionValue = int | float | str | bool
 
 
@@ -180,6 +183,9 @@ class _Parser:
         token = self.peek
         if token.kind == "punct" and token.text == "(":
             open_paren = self.take()
+            if depth >= MAX_DEPTH:
+                raise self.error(f"groups are nested deeper than {MAX_DEPTH} levels",
+                                 open_paren.column)
             if self.at(")"):
                 raise self.error("empty group '()': put steps inside", self.peek.column)
             body = self.formula_(depth + 1)
