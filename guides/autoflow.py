@@ -77,11 +77,25 @@ class AutoFlow(AutoContinuous):
                          init_loc_fn=init_loc_fn or init_to_median(num_samples=15))
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse_discrete(*args, **kwargs)
         super()._setup_prototype(*args, **kwargs)
         self.flow = Flow(self.formula, int(self.latent_dim))
         self.param_names = flow_param_names(self.flow, self.prefix)
         self._flow_treedef = jax.tree.structure(
             jax.eval_shape(lambda: self.flow.init(jax.random.key(0))))
+
+    def _refuse_discrete(self, *args: Any, **kwargs: Any) -> None:
+        # NumPyro would try to enumerate discrete sites (and ask for funsor): say
+        # plainly that a continuous flow cannot represent them, before any work.
+        with numpyro.handlers.block():
+            trace = numpyro.handlers.trace(numpyro.handlers.seed(self.model, 0)).get_trace(
+                *args, **kwargs)
+        discrete = [name for name, site in trace.items() if site["type"] == "sample"
+                    and not site["is_observed"] and site["fn"].support.is_discrete]
+        if discrete:
+            raise ValueError(f"AutoFlow guide does not support discrete latent variables "
+                             f"({', '.join(discrete)}): a flow is a continuous density. "
+                             "Marginalise them out of the model, or use a guide for them.")
 
     def flow_params(self, params: dict[str, Array]) -> Any:
         """The flow's parameter pytree taken out of a NumPyro param dict."""
