@@ -1,0 +1,221 @@
+"""Benchmark: MCMC on the 100-d funnel, plain NUTS vs NumPyro NeuTra vs nfvi NeuTra.
+
+The target (REFERENCE.md): log_sigma ~ N(0, 1), x_i | log_sigma ~ N(0, exp(log_sigma / 2)),
+i = 1..100. Every system runs 2 chains x 1000 warm-up + 1000 draws, in this one process:
+
+- plain NumPyro NUTS on the model;
+- NumPyro ``AutoIAFNormal`` fitted by SVI (10,000 steps x 8 particles), then
+  ``NeuTraReparam`` + NUTS;
+- ours: ``NFVI(formula).fit(...)``, then ``vi.neutra.neutra`` (NUTS in the flow's latent
+  space, optionally with global independence proposals).
+
+Per row: gradient evaluations for training (steps x particles), warm-up and sampling
+(NUTS leapfrog steps, plus one per global proposal), min bulk ESS over all 101
+coordinates, min ESS per 1000 gradient evaluations (training included), min ESS per
+second of wall time (training, compilation and sampling included), divergences in the
+kept draws. The published nutpie figures are a reference row (not run here).
+
+    python bench/funnel.py                       # the full table (~5-10 min on 2 cores)
+    python bench/funnel.py --dim 10 --warmup 200 --samples 200 --steps 500   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoIAFNormal
+from numpyro.infer.reparam import NeuTraReparam
+
+from vi import NFVI, Model
+from vi.neutra import neutra
+
+
+def funnel(dim: int = 100) -> None:
+    """log_sigma ~ N(0, 1); x | log_sigma ~ N(0, exp(log_sigma / 2) I_dim)."""
+    log_sigma = numpyro.sample("log_sigma", dist.Normal(0.0, 1.0))
+    numpyro.sample("x", dist.Normal(0.0, jnp.exp(log_sigma / 2)).expand([dim]).to_event(1))
+
+
+@dataclass
+class Row:
+    """One system's figures."""
+
+    system: str
+    training: int
+    warmup: int
+    sampling: int
+    min_ess: float
+    divergences: int
+    wall: float
+
+    @property
+    def total(self) -> int:
+        return self.training + self.warmup + self.sampling
+
+    def cells(self) -> list[str]:
+        per_grad = 1000 * self.min_ess / self.total
+        return [
+            self.system,
+            f"{self.training:,}",
+            f"{self.warmup:,}",
+            f"{self.sampling:,}",
+            f"{self.total:,}",
+            f"{self.min_ess:,.0f}",
+            f"{per_grad:.2f}",
+            f"{self.min_ess / self.wall:.1f}",
+            str(self.divergences),
+            f"{self.wall:.1f}",
+        ]
+
+
+HEADER = [
+    "system",
+    "training grads",
+    "warm-up grads",
+    "sampling grads",
+    "total grads",
+    "min ESS (bulk)",
+    "min ESS / 1000 grads",
+    "min ESS / s",
+    "divergences",
+    "wall (s)",
+]
+
+
+def min_bulk_ess(posterior: dict[str, np.ndarray]) -> float:
+    """The smallest bulk ESS over every coordinate of every site (arrays (chain, draw, ...))."""
+    ess = az.ess(az.from_dict(posterior=posterior), method="bulk")
+    return min(float(ess[name].min()) for name in ess.data_vars)
+
+
+def run_mcmc(model, args: argparse.Namespace, seed: int) -> tuple[MCMC, int, int]:
+    """Warm-up then sampling with NumPyro's MCMC; returns it and the two phases' steps."""
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        num_chains=args.chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.warmup(jax.random.key(seed), collect_warmup=True, extra_fields=("num_steps",))
+    warm = int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum(dtype=np.int64))
+    mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=("num_steps", "diverging"))
+    samp = int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum(dtype=np.int64))
+    return mcmc, warm, samp
+
+
+def plain_nuts(args: argparse.Namespace) -> Row:
+    start = time.perf_counter()
+    model = lambda: funnel(args.dim)  # noqa: E731
+    mcmc, warm, samp = run_mcmc(model, args, seed=1)
+    wall = time.perf_counter() - start
+    posterior = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    return Row("NumPyro NUTS", 0, warm, samp, min_bulk_ess(posterior), divergences, wall)
+
+
+def numpyro_neutra(args: argparse.Namespace) -> Row:
+    start = time.perf_counter()
+    model = lambda: funnel(args.dim)  # noqa: E731
+    guide = AutoIAFNormal(model)
+    svi = SVI(model, guide, optax.adam(args.iaf_lr), Trace_ELBO(num_particles=args.iaf_particles))
+    params = svi.run(jax.random.key(2), args.iaf_steps, progress_bar=False).params
+    reparam = NeuTraReparam(guide, params)
+    mcmc, warm, samp = run_mcmc(reparam.reparam(model), args, seed=3)
+    latent = mcmc.get_samples(group_by_chain=True)["auto_shared_latent"]
+    posterior = {k: np.asarray(v) for k, v in reparam.transform_sample(latent).items()}
+    wall = time.perf_counter() - start
+    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    training = args.iaf_steps * args.iaf_particles
+    return Row(
+        "NumPyro AutoIAFNormal + NeuTraReparam + NUTS",
+        training,
+        warm,
+        samp,
+        min_bulk_ess(posterior),
+        divergences,
+        wall,
+    )
+
+
+def ours(args: argparse.Namespace) -> Row:
+    start = time.perf_counter()
+    approx = NFVI(args.formula, Model(funnel, args.dim), seed=4).fit(
+        args.steps, n_mc=args.particles, progress=False
+    )
+    idata = neutra(
+        approx,
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        num_chains=args.chains,
+        global_every=args.global_every or None,
+        seed=5,
+    )
+    wall = time.perf_counter() - start
+    posterior = {k: idata.posterior[k].values for k in idata.posterior.data_vars}
+    a = idata.attrs
+    moves = f", global every {args.global_every}" if args.global_every else ""
+    return Row(
+        f"nfvi `{args.formula}` ({args.steps} x {args.particles}) + vi.neutra{moves}",
+        a["n_grad_training"],
+        a["n_grad_warmup"],
+        a["n_grad_sampling"],
+        min_bulk_ess(posterior),
+        int(idata.sample_stats["diverging"].sum()),
+        wall,
+    )
+
+
+NUTPIE = ["nutpie with flow adaptation (published, not run here)", "-", "-", "-", "42,527",
+          "1,836", f"{1000 * 1836 / 42527:.2f}", f"{1836 / (18 * 60):.1f}", "0", "~1080"]
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dim", type=int, default=100, help="dimension of x (default 100)")
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--formula", default="iaf(hidden=128)-loc", help="our flow")
+    parser.add_argument("--steps", type=int, default=5000, help="our training steps")
+    parser.add_argument("--particles", type=int, default=8, help="our particles per step")
+    parser.add_argument("--global-every", type=int, default=0, help="0: no global moves")
+    parser.add_argument("--iaf-steps", type=int, default=10_000)
+    parser.add_argument("--iaf-particles", type=int, default=8)
+    parser.add_argument("--iaf-lr", type=float, default=1e-3)
+    parser.add_argument("--skip", nargs="*", default=(), choices=("nuts", "numpyro", "ours"))
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    runners = {"nuts": plain_nuts, "numpyro": numpyro_neutra, "ours": ours}
+    rows = {name: run(args) for name, run in runners.items() if name not in args.skip}
+    print(f"funnel dim {args.dim} + 1, {args.chains} chains x ({args.warmup} warm-up + "
+          f"{args.samples} draws), {jax.device_count()} {jax.default_backend()} device(s), "
+          f"total run {time.perf_counter() - start:.0f} s\n")
+    print(markdown([row.cells() for row in rows.values()] + [NUTPIE]))
+    for other in ("numpyro", "nuts"):
+        if "ours" in rows and other in rows:
+            us, them = rows["ours"], rows[other]
+            print(f"\nours / {them.system}: min ESS per gradient "
+                  f"x{(us.min_ess / us.total) / (them.min_ess / them.total):.2f}, "
+                  f"min ESS per second x{(us.min_ess / us.wall) / (them.min_ess / them.wall):.2f}")
+
+if __name__ == "__main__":
+    main()
