@@ -9,8 +9,20 @@ The seed steps (``loc``, ``scale``, ``planar``, ``radial``, ``hh``) register
 themselves on import; :func:`register` adds more.
 """
 
-from flows import householder, loc, planar, radial, scale  # noqa: F401  (registration)
+from flows import (  # noqa: F401  (registration)
+    affine,
+    autoregressive,
+    coupling,
+    householder,
+    loc,
+    permutation,
+    planar,
+    radial,
+    scale,
+    spline,
+)
 from flows.bijection import Bijection, Params
+from flows.density import DensityFit, fit_to_samples
 from flows.flow import DEFAULT_JITTER, Flow
 from flows.formula import Formula, FormulaError, Group, Step, parse
 from flows.options import Option
@@ -20,6 +32,7 @@ from flows.transform import FlowTransform
 __all__ = [
     "DEFAULT_JITTER",
     "Bijection",
+    "DensityFit",
     "Flow",
     "FlowTransform",
     "Formula",
@@ -29,6 +42,7 @@ __all__ = [
     "Params",
     "Step",
     "available",
+    "fit_to_samples",
     "lookup",
     "parse",
     "register",
