@@ -7,11 +7,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array, lax
 
 from flows import registry
 from flows.bijection import Bijection, Params
 from flows.formula import Formula, Group, Step, parse
+from flows.stable import SOFTPLUS_INV_ONE
 
 DEFAULT_JITTER = 0.1
 
@@ -127,15 +129,17 @@ class Flow:
         """Whether every step can be inverted (so :meth:`log_prob` works)."""
         return _has_inverse(self._nodes)
 
-    def init(self, key: Array, jitter: float = DEFAULT_JITTER, loc: Array | None = None
-             ) -> Params:
+    def init(self, key: Array, jitter: float = DEFAULT_JITTER, loc: Array | None = None,
+             scale: float | None = None) -> Params:
         """Random initial parameters.
 
         With ``jitter = 0`` every step is the identity (``hh`` an isometry that
         leaves N(0, I) unchanged); ``jitter`` is the standard deviation of the
         noise added to that point. ``loc`` (shape ``(dim,)``) is added to the
         shift of the last top-level ``loc`` step, so that the approximation starts
-        around a given point (the model's initial point, for a guide).
+        around a given point (the model's initial point, for a guide); ``scale``
+        (> 0) sets the initial sigma of the first top-level ``scale`` step, so it
+        starts as narrow as a posterior is expected to be.
         """
         if not jitter >= 0:
             raise ValueError(f"jitter must be a non-negative number, got {jitter!r}")
@@ -144,11 +148,21 @@ class Flow:
             loc = jnp.asarray(loc)
             if loc.shape != (self.dim,):
                 raise ValueError(f"loc must have shape ({self.dim},), got {loc.shape}")
-            last = [n.key for n in self._nodes if n.bijection is not None
-                    and n.bijection.name == "loc"]
-            if last:
-                params[last[-1]]["mu"] = params[last[-1]]["mu"].at[-1].add(loc)
+            keys = self._top_level("loc")
+            if keys:
+                params[keys[-1]]["mu"] = params[keys[-1]]["mu"].at[-1].add(loc)
+        if scale is not None:
+            if not scale > 0:
+                raise ValueError(f"scale must be positive, got {scale!r}")
+            keys = self._top_level("scale")
+            if keys:  # softplus(rho) = scale at zero jitter
+                shift = float(np.log(np.expm1(scale))) - SOFTPLUS_INV_ONE
+                params[keys[0]]["rho"] = params[keys[0]]["rho"].at[0].add(shift)
         return params
+
+    def _top_level(self, name: str) -> list[str]:
+        return [n.key for n in self._nodes if n.bijection is not None
+                and n.bijection.name == name]
 
     def _check(self, params: Params, value: Array, what: str) -> Array:
         value = jnp.asarray(value)

@@ -11,7 +11,8 @@ import numpyro
 import numpyro.distributions as dist
 from jax import Array
 from numpyro.infer.autoguide import AutoContinuous
-from numpyro.infer.initialization import init_to_median
+from numpyro import handlers
+from numpyro.infer.initialization import init_to_mean, init_to_uniform
 
 import flows
 from flows import DEFAULT_JITTER, Flow, FlowTransform
@@ -60,21 +61,27 @@ class AutoFlow(AutoContinuous):
             a bad formula fails here, before any model is run.
         prefix: prefix of the ``numpyro.param`` sites (``"<prefix>_<index>_<step>_<name>"``).
         init_loc_fn: NumPyro init strategy; the last top-level ``loc`` step starts
-            at that initial point. Defaults to ``init_to_median``.
+            at that initial point. Defaults to ``init_to_mean`` (the prior mean where NumPyro knows it, else a sample median).
         jitter: standard deviation of the random initial flow parameters around
             the identity (each :func:`numpyro.param` draws its own).
+        init_scale: initial sigma of the first ``scale`` step (NumPyro's
+            ``AutoNormal`` also starts at 0.1): a posterior is usually much
+            narrower than N(0, 1) in the unconstrained space.
     """
 
     def __init__(self, model: Callable[..., Any], flow: str | flows.Formula = "scale-loc", *,
                  prefix: str = "auto", init_loc_fn: Callable[..., Any] | None = None,
-                 jitter: float = DEFAULT_JITTER):
+                 jitter: float = DEFAULT_JITTER, init_scale: float = 0.1):
         self.formula = flows.parse(flow)
         if not (isinstance(jitter, int | float) and jitter >= 0):
             raise ValueError(f"jitter must be a non-negative number, got {jitter!r}")
         self.jitter = float(jitter)
+        if not (isinstance(init_scale, int | float) and init_scale > 0):
+            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+        self.init_scale = float(init_scale)
         self.flow: Flow | None = None
         super().__init__(model, prefix=prefix,
-                         init_loc_fn=init_loc_fn or init_to_median(num_samples=15))
+                         init_loc_fn=init_loc_fn or init_to_mean())
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         self._refuse_discrete(*args, **kwargs)
@@ -87,9 +94,9 @@ class AutoFlow(AutoContinuous):
     def _refuse_discrete(self, *args: Any, **kwargs: Any) -> None:
         # NumPyro would try to enumerate discrete sites (and ask for funsor): say
         # plainly that a continuous flow cannot represent them, before any work.
-        with numpyro.handlers.block():
-            trace = numpyro.handlers.trace(numpyro.handlers.seed(self.model, 0)).get_trace(
-                *args, **kwargs)
+        probe = handlers.substitute(handlers.seed(self.model, 0), substitute_fn=init_to_uniform)
+        with handlers.block():
+            trace = handlers.trace(probe).get_trace(*args, **kwargs)
         discrete = [name for name, site in trace.items() if site["type"] == "sample"
                     and not site["is_observed"] and site["fn"].support.is_discrete]
         if discrete:
@@ -103,7 +110,8 @@ class AutoFlow(AutoContinuous):
 
     def _init_leaf(self, index: int) -> Callable[[Array], Array]:
         def init(key: Array) -> Array:
-            values = self.flow.init(key, self.jitter, loc=self._init_latent)
+            values = self.flow.init(key, self.jitter, loc=self._init_latent,
+                                    scale=self.init_scale)
             return jax.tree.leaves(values)[index]
         return init
 

@@ -64,7 +64,8 @@ class Approximation:
 
     def __repr__(self) -> str:
         what = str(self.flow.formula) if self.flow is not None else type(self.guide).__name__
-        last = np.nanmean(self.hist[-100:]) if len(self.hist) else float("nan")
+        finite = self.hist[-100:][np.isfinite(self.hist[-100:])]
+        last = finite.mean() if len(finite) else float("nan")
         return f"<Approximation {what}, {len(self.hist)} steps, recent loss {last:.4g}>"
 
     def _key(self, key: Array | int | None) -> Array:
@@ -163,6 +164,7 @@ class Approximation:
             "kind": "logdensity" if self._logdensity else "numpyro",
             "site": self.model.site if self.model is not None else "x",
             "jitter": getattr(self.guide, "jitter", None),
+            "init_scale": getattr(self.guide, "init_scale", None),
             "n_grad_evals": self.n_grad_evals, "n_skipped": self.n_skipped,
         }
         meta["sha256"] = _digest(arrays, meta)
@@ -219,7 +221,8 @@ def load(path: str | Path, model: Model | None = None) -> Approximation:
         return Approximation(guide=None, model=None, flow=Flow(meta["formula"], meta["dim"]),
                              prefix=meta["prefix"], **common)
     guide = AutoFlow(model.fn, meta["formula"], prefix=meta["prefix"],
-                     init_loc_fn=model.init_loc_fn, jitter=meta["jitter"] or 0.0)
+                     init_loc_fn=model.init_loc_fn, jitter=meta["jitter"] or 0.0,
+                     init_scale=meta["init_scale"] or 1.0)
     handlers.seed(guide, 0)(*model.args, **model.kwargs)  # builds the guide's prototype
     if guide.latent_dim != meta["dim"]:
         raise ValueError(f"{path} was fitted in {meta['dim']} dimensions, the model given "

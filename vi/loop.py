@@ -48,13 +48,14 @@ def _all_finite(tree: Any) -> Array:
 
 
 def make_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, blocks: int,
-               every: int, measure: Callable[[Any, Any], dict[str, Array]] | None = None
+               every: int, max_failures: int, measure: Callable[[Any, Any], dict[str, Array]] | None = None
                ) -> Callable[[LoopState, Array], tuple[LoopState, Array, dict[str, Array]]]:
     """Build the jitted ``chunk(state, limit) -> (state, losses, records)``.
 
     ``losses`` has shape (restarts, blocks * every), NaN for skipped or inactive
     steps; ``records`` maps names to arrays of shape (restarts, blocks, ...), one
-    record (``measure(params, grads)`` at the block's last step) per block.
+    record (``measure(params, grads)`` at the block's last step) per block. After
+    ``max_failures`` consecutive skipped steps a restart stops stepping.
     """
 
     def step(state: LoopState, limit: Array) -> tuple[LoopState, Array, Any]:
@@ -62,7 +63,7 @@ def make_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, bloc
         loss, grads = jax.value_and_grad(loss_fn)(state.params, sub)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        active = state.step < limit
+        active = (state.step < limit) & (state.run_skipped < max_failures)
         ok = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
         keep = active & ok
 

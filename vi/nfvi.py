@@ -78,8 +78,9 @@ class NFVI:
                             f"Model(fn, *args, **kwargs)), got {type(model).__name__}")
         self.model = model
         if isinstance(flow, str | flows.Formula):
-            self.guide: Callable[..., Any] = AutoFlow(model.fn, flow, jitter=jitter,
-                                                      init_loc_fn=model.init_loc_fn)
+            self.guide: Callable[..., Any] = AutoFlow(
+                model.fn, flow, jitter=jitter, init_loc_fn=model.init_loc_fn,
+                init_scale=model.init_scale)
         elif callable(flow):
             self.guide = flow
         else:
@@ -122,7 +123,14 @@ class NFVI:
                 raise ValueError("models with numpyro.mutable state are not supported")
             return svi.optim.get_params(state.optim_state)
 
-        first = unconstrained(keys[0])
+        try:
+            first = unconstrained(keys[0])
+        except RuntimeError as err:
+            if "valid initial parameters" not in str(err):
+                raise
+            raise ValueError(f"{self.model!r}: the log density or its gradient is not finite "
+                             "at the initial point; check the model (or give another init "
+                             "point: Model.from_logdensity(fn, dim, init=...))") from None
         if keys.shape[0] == 1:
             stacked = jax.tree.map(lambda a: a[None], first)
         else:
@@ -210,12 +218,13 @@ class NFVI:
             def measure(params: Any, grads: Any) -> dict[str, Array]:
                 return tracker.measure(constrain(params), grads)
 
-        run = make_chunk(loss_fn, optimizer, blocks=blocks, every=every, measure=measure)
+        run = make_chunk(loss_fn, optimizer, blocks=blocks, every=every,
+                         max_failures=max_failures, measure=measure)
         start = int(state.step[0])
         limit = jnp.asarray(start + n, jnp.int32)
         losses_all: list[np.ndarray] = []
         bar = tqdm(total=n, disable=not progress, dynamic_ncols=True)
-        stop_message = None
+        stop_message, failure = None, None
         try:
             done = 0
             while done < n:
@@ -234,7 +243,7 @@ class NFVI:
                 done = steps_done
                 self.approx = self._approximation(state, best, losses_all, particles)
                 bar.update(taken)
-                bar.set_description(f"Average Loss = {np.nanmean(losses[best, :taken]):.4g}")
+                bar.set_description(f"Average Loss = {_nanmean(losses[best, :taken]):.4g}")
                 run_bad = int(np.max(np.asarray(state.run_skipped)))
                 if run_bad >= max_failures:
                     raise FitError(
@@ -248,10 +257,15 @@ class NFVI:
             stop_message = str(stop)
         except KeyboardInterrupt:
             stop_message = "interrupted; returning what was fitted so far"
+        except FitError as err:
+            failure = err
         finally:
             bar.close()
             if losses_all:
                 self._finish(losses_all, particles)
+        if failure is not None:
+            failure.approx = self.approx
+            raise failure
         if stop_message and progress:
             tqdm.write(f"NFVI stopped: {stop_message}")
         return self.approx
@@ -286,12 +300,16 @@ class NFVI:
         self._n_grad_evals = self.approx.n_grad_evals
 
 
-def _best_recent(losses_all: list[np.ndarray]) -> int:
-    """The restart with the lowest mean loss over its last 200 finite steps."""
-    recent = np.concatenate(losses_all, axis=1)[:, -200:]
+def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Mean of the finite entries; NaN (without a warning) where there are none."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(recent, axis=1)
+        return np.nanmean(values, axis=axis)
+
+
+def _best_recent(losses_all: list[np.ndarray]) -> int:
+    """The restart with the lowest mean loss over its last 200 finite steps."""
+    means = _nanmean(np.concatenate(losses_all, axis=1)[:, -200:], axis=1)
     return int(np.argmin(np.where(np.isnan(means), np.inf, means)))
 
 
