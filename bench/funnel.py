@@ -165,7 +165,10 @@ def ours(args: argparse.Namespace) -> Row:
     wall = time.perf_counter() - start
     posterior = {k: idata.posterior[k].values for k in idata.posterior.data_vars}
     a = idata.attrs
-    moves = f", global every {args.global_every}" if args.global_every else ""
+    moves = ""
+    if args.global_every:
+        rate = idata.attrs["global_acceptance_rate"]
+        moves = f", global proposal every {args.global_every} (accepted {rate:.0%})"
     return Row(
         f"nfvi `{args.formula}` ({args.steps} x {args.particles}) + vi.neutra{moves}",
         a["n_grad_training"],

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from jax import Array
-from numpyro.infer.autoguide import AutoContinuous
 from numpyro import handlers
+from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_mean, init_to_uniform
 
 import flows

@@ -7,6 +7,7 @@
 from vi.approximation import Approximation, load
 from vi.callbacks import CheckParametersConvergence, EarlyStopping, Tracker
 from vi.model import Model
+from vi.neutra import neutra
 from vi.nfvi import ADVI, NFVI, FitError, FullRankADVI, default_optimizer
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "Tracker",
     "default_optimizer",
     "load",
+    "neutra",
 ]
