@@ -61,7 +61,8 @@ class AutoFlow(AutoContinuous):
             a bad formula fails here, before any model is run.
         prefix: prefix of the ``numpyro.param`` sites (``"<prefix>_<index>_<step>_<name>"``).
         init_loc_fn: NumPyro init strategy; the last top-level ``loc`` step starts
-            at that initial point. Defaults to ``init_to_mean`` (the prior mean where NumPyro knows it, else a sample median).
+            at that initial point. Defaults to ``init_to_mean`` (the prior mean
+            where NumPyro knows it, else a sample median).
         jitter: standard deviation of the random initial flow parameters around
             the identity (each :func:`numpyro.param` draws its own).
         init_scale: initial sigma of the first ``scale`` step (NumPyro's

@@ -48,7 +48,8 @@ def _all_finite(tree: Any) -> Array:
 
 
 def make_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, blocks: int,
-               every: int, max_failures: int, measure: Callable[[Any, Any], dict[str, Array]] | None = None
+               every: int, max_failures: int,
+               measure: Callable[[Any, Any], dict[str, Array]] | None = None
                ) -> Callable[[LoopState, Array], tuple[LoopState, Array, dict[str, Array]]]:
     """Build the jitted ``chunk(state, limit) -> (state, losses, records)``.
 
