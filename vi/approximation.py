@@ -122,7 +122,9 @@ class Approximation:
                 u = transform.inv(point[name])
                 unconstrained[name] = u
                 log_det = log_det + jnp.sum(transform.log_abs_det_jacobian(u, point[name]))
-            latent = self.guide._unpack_latent.inv(unconstrained)
+            # the guide's own flattening order: its initial locations' site order
+            latent = jnp.concatenate([jnp.reshape(unconstrained[name], -1)
+                                      for name in self.guide._init_locs])
             return self.flow.log_prob(self.flow_params, latent) - log_det
 
         flat = jax.tree.map(lambda v: v.reshape((-1, *v.shape[len(batch):])), x)
