@@ -15,7 +15,7 @@ coordinates, min ESS per 1000 gradient evaluations (training included), min ESS 
 second of wall time (training, compilation and sampling included), divergences in the
 kept draws. The published nutpie figures are a reference row (not run here).
 
-    python bench/funnel.py                       # the full table (~5-10 min on 2 cores)
+    python bench/funnel.py                       # the full table (~4 min on 2 busy cores)
     python bench/funnel.py --dim 10 --warmup 200 --samples 200 --steps 500   # a smoke run
 """
 
@@ -180,8 +180,18 @@ def ours(args: argparse.Namespace) -> Row:
     )
 
 
-NUTPIE = ["nutpie with flow adaptation (published, not run here)", "-", "-", "-", "42,527",
-          "1,836", f"{1000 * 1836 / 42527:.2f}", f"{1836 / (18 * 60):.1f}", "0", "~1080"]
+NUTPIE = [
+    "nutpie with flow adaptation (published, not run here)",
+    "-",
+    "-",
+    "-",
+    "42,527",
+    "1,836",
+    f"{1000 * 1836 / 42527:.2f}",
+    f"{1836 / (18 * 60):.1f}",
+    "0",
+    "~1080",
+]
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -197,8 +207,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--formula", default="iaf(hidden=128)-loc", help="our flow")
-    parser.add_argument("--steps", type=int, default=5000, help="our training steps")
-    parser.add_argument("--particles", type=int, default=8, help="our particles per step")
+    parser.add_argument("--steps", type=int, default=1000, help="our training steps")
+    parser.add_argument("--particles", type=int, default=4, help="our particles per step")
     parser.add_argument("--global-every", type=int, default=0, help="0: no global moves")
     parser.add_argument("--iaf-steps", type=int, default=10_000)
     parser.add_argument("--iaf-particles", type=int, default=8)
@@ -209,16 +219,21 @@ def main() -> None:
     start = time.perf_counter()
     runners = {"nuts": plain_nuts, "numpyro": numpyro_neutra, "ours": ours}
     rows = {name: run(args) for name, run in runners.items() if name not in args.skip}
-    print(f"funnel dim {args.dim} + 1, {args.chains} chains x ({args.warmup} warm-up + "
-          f"{args.samples} draws), {jax.device_count()} {jax.default_backend()} device(s), "
-          f"total run {time.perf_counter() - start:.0f} s\n")
+    print(
+        f"funnel dim {args.dim} + 1, {args.chains} chains x ({args.warmup} warm-up + "
+        f"{args.samples} draws), {jax.device_count()} {jax.default_backend()} device(s), "
+        f"total run {time.perf_counter() - start:.0f} s\n"
+    )
     print(markdown([row.cells() for row in rows.values()] + [NUTPIE]))
     for other in ("numpyro", "nuts"):
         if "ours" in rows and other in rows:
             us, them = rows["ours"], rows[other]
-            print(f"\nours / {them.system}: min ESS per gradient "
-                  f"x{(us.min_ess / us.total) / (them.min_ess / them.total):.2f}, "
-                  f"min ESS per second x{(us.min_ess / us.wall) / (them.min_ess / them.wall):.2f}")
+            print(
+                f"\nours / {them.system}: min ESS per gradient "
+                f"x{(us.min_ess / us.total) / (them.min_ess / them.total):.2f}, "
+                f"min ESS per second x{(us.min_ess / us.wall) / (them.min_ess / them.wall):.2f}"
+            )
+
 
 if __name__ == "__main__":
     main()

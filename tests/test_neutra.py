@@ -150,7 +150,9 @@ def test_inference_data_and_gradient_counts(gaussian_run):
 @pytest.mark.slow
 def test_funnel_moments_exact_with_poor_flow():
     approx = fit(funnel_model, AutoDiagonalNormal(funnel_model), 30)
-    idata = neutra(approx, num_warmup=400, num_samples=800, num_chains=2, seed=4)
+    idata = neutra(
+        approx, num_warmup=400, num_samples=800, num_chains=2, seed=4, chain_method="sequential"
+    )
     v, x = idata.posterior["v"].values, idata.posterior["x"].values
     assert_moment(v, 0.0, "mean v")
     assert_moment(v**2, 1.0, "var v")
