@@ -1,0 +1,402 @@
+"""Throughput of the fit loop: steady-state optimisation steps per second on U4.
+
+Work, identical for every row: the 2-D energy U4 (``vi.targets.pot4``), 10
+Monte-Carlo particles per step, Adam with learning rate 1e-2.
+
+Rows:
+- ours: ``NFVI("planar*10").fit(n, n_mc=10)`` with the tqdm progress bar on and a
+  ``Tracker(every=100)`` of the parameters and gradients (the issue's setting);
+  also without bar and Tracker, to show what they cost.
+- numpyro ``SVI.run`` with an ``AutoDiagonalNormal`` and an ``AutoIAFNormal`` guide,
+  each with the progress bar off (one ``lax.scan``) and on (a jitted step per
+  Python iteration).
+- the bare loop: the same planar*10 flow written directly with ``jnp`` (PyMC3's
+  planar map and log-det), the ELBO estimate by hand, optax Adam, one jitted
+  ``lax.scan`` over all steps, no progress bar, no callbacks: the practical ceiling.
+
+Method: every system is timed end to end (set-up, tracing, compilation, all
+steps, results on the host) for a short and a long run; the steady-state rate is
+(n_long - n_short) / (t_long - t_short), which cancels compilation and set-up.
+Every fit call re-jits (NFVI, SVI.run and the bare loop alike), so a persistent
+compilation cache, filled by one untimed warm-up run of each length, keeps the
+set-up small and steady. Then ``--repeats`` rounds time every system at both
+lengths in turn, and the best (shortest) time of each length is used, because
+the machine is shared and timings noisy.
+
+``--profile`` adds a breakdown of where ours loses to the bare loop.
+
+Run: ``python bench/throughput.py`` (about 3-5 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import Array, lax
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoDiagonalNormal, AutoIAFNormal
+
+import flows
+from vi import NFVI, Model, Tracker
+from vi.loop import init_state, make_chunk
+from vi.targets import get, pot4
+
+N_MC = 10
+LEARNING_RATE = 1e-2
+LAYERS = 10
+DIM = 2
+JITTER = 0.1
+KL_SAMPLES = 20_000
+
+KL = Callable[[], float]
+Runner = Callable[[int], KL]
+"""run(n_steps) -> a function computing KL(q||p) of the fit (called outside the timer);
+run must have waited for every result of the fit."""
+
+
+def target_model() -> Model:
+    """U4 as a log-density model (one flat site x in R^2 and a factor -U4(x))."""
+    return Model.from_logdensity(lambda z: -pot4(z), dim=DIM)
+
+
+LOG_Z = get("pot4").log_Z
+
+
+# --------------------------------------------------------------------------------------
+# The bare loop: planar*10 by hand
+# --------------------------------------------------------------------------------------
+
+
+def bare_init(key: Array) -> dict[str, Array]:
+    """PyMC3's planar initialisation, as in flows/planar.py: w = 1/sqrt(d), u = log(e-1) w,
+    b = 0, each plus N(0, jitter^2) noise; one row per layer."""
+    ku, kw, kb = jax.random.split(key, 3)
+    w0 = jnp.full((LAYERS, DIM), 1.0 / math.sqrt(DIM))
+    return {"u": math.log(math.e - 1.0) * w0 + JITTER * jax.random.normal(ku, (LAYERS, DIM)),
+            "w": w0 + JITTER * jax.random.normal(kw, (LAYERS, DIM)),
+            "b": JITTER * jax.random.normal(kb, (LAYERS,))}
+
+
+def bare_forward(params: dict[str, Array], z: Array) -> tuple[Array, Array]:
+    """x = f_L o ... o f_1(z), f(z) = z + u_hat tanh(w.z + b) with
+    u_hat = u + (m(w.u) - w.u) w / |w|^2, m(x) = softplus(x) - 1, and
+    log|det| = sum_l log|1 + u_hat.w (1 - tanh^2(w.z + b))|. z has shape (n, d).
+    The layers are unrolled in Python: the most direct way to write it."""
+    log_det = jnp.zeros(z.shape[0])
+    for layer in range(LAYERS):
+        u, w, b = params["u"][layer], params["w"][layer], params["b"][layer]
+        wu = w @ u
+        u_hat = u + (jax.nn.softplus(wu) - 1.0 - wu) * w / (w @ w)
+        t = jnp.tanh(z @ w + b)
+        z = z + t[:, None] * u_hat
+        log_det = log_det + jnp.log(jnp.abs(1.0 + (u_hat @ w) * (1.0 - t * t)))
+    return z, log_det
+
+
+def bare_loss(params: dict[str, Array], key: Array, n: int = N_MC) -> Array:
+    """Negative ELBO estimate: mean over n draws z ~ N(0, I) of
+    log N(z) - log|det| + U4(x), x = f(z)."""
+    z = jax.random.normal(key, (n, DIM))
+    x, log_det = bare_forward(params, z)
+    log_q = -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * DIM * math.log(2 * math.pi) - log_det
+    return jnp.mean(log_q + pot4(x))
+
+
+def bare_fit(n: int, seed: int = 0) -> tuple[dict[str, Array], Array]:
+    """n Adam steps in one jitted lax.scan; returns (params, losses)."""
+    optimizer = optax.adam(LEARNING_RATE)
+    init_key, run_key = jax.random.split(jax.random.key(seed))
+    params = bare_init(init_key)
+
+    @jax.jit
+    def run(params: dict[str, Array], key: Array) -> tuple[dict[str, Array], Array]:
+        def step(carry: tuple[Any, Any, Array], _: None) -> tuple[tuple[Any, Any, Array], Array]:
+            p, s, k = carry
+            k, sub = jax.random.split(k)
+            loss, grads = jax.value_and_grad(bare_loss)(p, sub)
+            updates, s = optimizer.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s, k), loss
+
+        (p, _, _), losses = lax.scan(step, (params, optimizer.init(params), key), None,
+                                     length=n)
+        return p, losses
+
+    params, losses = run(params, run_key)
+    return params, jax.block_until_ready(losses)
+
+
+def run_bare(n: int) -> KL:
+    params, _ = bare_fit(n)
+    return lambda: float(bare_loss(params, jax.random.key(1), KL_SAMPLES)) + LOG_Z
+
+
+# --------------------------------------------------------------------------------------
+# Ours and numpyro
+# --------------------------------------------------------------------------------------
+
+
+def run_ours(n: int, *, progress: bool = True, tracker: bool = True) -> KL:
+    callbacks = [Tracker(every=100)] if tracker else []
+    approx = NFVI("planar*10", target_model(), jitter=JITTER, seed=0).fit(
+        n, optimizer=optax.adam(LEARNING_RATE), n_mc=N_MC, progress=progress,
+        callbacks=callbacks)
+    return lambda: LOG_Z - approx.elbo(KL_SAMPLES, key=1)
+
+
+def run_numpyro(n: int, *, guide: str, progress: bool) -> KL:
+    model = target_model()
+    cls = {"diag": AutoDiagonalNormal, "iaf": AutoIAFNormal}[guide]
+    auto = cls(model.fn, init_loc_fn=model.init_loc_fn)
+    svi = SVI(model.fn, auto, optax.adam(LEARNING_RATE), Trace_ELBO(num_particles=N_MC))
+    result = svi.run(jax.random.key(0), n, progress_bar=progress)
+    jax.block_until_ready(result.losses)
+    return lambda: float(Trace_ELBO(num_particles=KL_SAMPLES).loss(
+        jax.random.key(1), result.params, model.fn, auto)) + LOG_Z
+
+
+# --------------------------------------------------------------------------------------
+# Profile: ours, taken apart
+# --------------------------------------------------------------------------------------
+
+
+def numpyro_planar_loss() -> tuple[Callable[[Any, Array], Array], Any]:
+    """Our loss function exactly as NFVI builds it (numpyro Trace_ELBO of the AutoFlow
+    guide, constrain_fn on the unconstrained params) and the initial params."""
+    approx = NFVI("planar*10", target_model(), jitter=JITTER, seed=0)
+    elbo = Trace_ELBO(num_particles=N_MC)
+    params, constrain = approx._init_params(jax.random.split(jax.random.key(0), 1), elbo)
+    model, guide = approx.model, approx.guide
+
+    def loss_fn(p: Any, key: Array) -> Array:
+        return elbo.loss(key, constrain(p), model.fn, guide)
+
+    return loss_fn, jax.tree.map(lambda a: a[0], params)
+
+
+def bare_loss_scanned_layers(params: dict[str, Array], key: Array) -> Array:
+    """:func:`bare_loss` with the layers in one ``lax.scan`` (as flows.Flow runs ``*k``)."""
+    z = jax.random.normal(key, (N_MC, DIM))
+
+    def layer(carry: tuple[Array, Array], p: dict[str, Array]
+              ) -> tuple[tuple[Array, Array], None]:
+        v, log_det = carry
+        wu = p["w"] @ p["u"]
+        u_hat = p["u"] + (jax.nn.softplus(wu) - 1.0 - wu) * p["w"] / (p["w"] @ p["w"])
+        t = jnp.tanh(v @ p["w"] + p["b"])
+        return (v + t[:, None] * u_hat,
+                log_det + jnp.log(jnp.abs(1.0 + (u_hat @ p["w"]) * (1.0 - t * t)))), None
+
+    (x, log_det), _ = lax.scan(layer, (z, jnp.zeros(N_MC)), params)
+    log_q = -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * DIM * math.log(2 * math.pi) - log_det
+    return jnp.mean(log_q + pot4(x))
+
+
+def flow_loss() -> tuple[Callable[[Any, Array], Array], Any]:
+    """The bare ELBO estimate around ``flows.Flow("planar*10").forward`` (no numpyro)."""
+    flow = flows.Flow("planar*10", DIM)
+
+    def loss_fn(params: Any, key: Array) -> Array:
+        z = jax.random.normal(key, (N_MC, DIM))
+        x, log_det = flow.forward(params, z)
+        log_q = -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * DIM * math.log(2 * math.pi) - log_det
+        return jnp.mean(log_q + pot4(x))
+
+    return loss_fn, flow.init(jax.random.key(0), JITTER)
+
+
+def plain_scan(loss_fn: Callable[[Any, Array], Array], params: Any, n: int) -> None:
+    """n Adam steps of ``loss_fn`` in one jitted lax.scan (the bare loop's driver)."""
+    optimizer = optax.adam(LEARNING_RATE)
+
+    @jax.jit
+    def run(p: Any, key: Array) -> Array:
+        def step(carry: tuple[Any, Any, Array], _: None) -> tuple[tuple[Any, Any, Array], Array]:
+            p, s, k = carry
+            k, sub = jax.random.split(k)
+            loss, grads = jax.value_and_grad(loss_fn)(p, sub)
+            updates, s = optimizer.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s, k), loss
+
+        return lax.scan(step, (p, optimizer.init(p), key), None, length=n)[1]
+
+    jax.block_until_ready(run(params, jax.random.key(0)))
+
+
+def chunked(loss_fn: Callable[[Any, Array], Array], params: Any, n: int,
+            chunk: int = 1000) -> None:
+    """n steps of ``loss_fn`` through vi.loop.make_chunk (restart vmap of size 1,
+    finite checks, where-selects, one host round trip per chunk), no bar, no Tracker."""
+    optimizer = optax.adam(LEARNING_RATE)
+    stacked = jax.tree.map(lambda a: a[None], params)
+    state = init_state(stacked, optimizer, jax.random.split(jax.random.key(0), 1))
+    run = make_chunk(loss_fn, optimizer, blocks=1, every=min(chunk, n), max_failures=100)
+    limit = jnp.asarray(n, jnp.int32)
+    done = 0
+    while done < n:
+        state, losses, _ = run(state, limit)
+        np.asarray(losses)
+        done = int(state.step[0])
+
+
+def profile_rows() -> list[tuple[str, Runner]]:
+    """Variants between the bare loop and ours, one change at a time."""
+    np_loss, np_params = numpyro_planar_loss()
+    fl_loss, fl_params = flow_loss()
+    bare_params = bare_init(jax.random.key(0))
+
+    def timed_only(fn: Callable[[int], None]) -> Runner:
+        def run(n: int) -> KL:
+            fn(n)
+            return lambda: math.nan
+        return run
+
+    return [
+        ("P1 bare loss, plain scan (= bare loop)",
+         timed_only(lambda n: plain_scan(bare_loss, bare_params, n))),
+        ("P2 bare loss, vi.loop.make_chunk (vmap, finite checks, selects, chunks)",
+         timed_only(lambda n: chunked(bare_loss, bare_params, n))),
+        ("P2a bare loss with the layers in a lax.scan, plain scan",
+         timed_only(lambda n: plain_scan(bare_loss_scanned_layers, bare_params, n))),
+        ("P2b flows.Flow.forward + hand-written ELBO, plain scan",
+         timed_only(lambda n: plain_scan(fl_loss, fl_params, n))),
+        ("P3 numpyro Trace_ELBO + AutoFlow loss, plain scan",
+         timed_only(lambda n: plain_scan(np_loss, np_params, n))),
+        ("P4 numpyro Trace_ELBO + AutoFlow loss, vi.loop.make_chunk",
+         timed_only(lambda n: chunked(np_loss, np_params, n))),
+        ("P5 NFVI.fit, no bar, no Tracker (= P4 + NFVI host work)",
+         timed_only(lambda n: run_ours(n, progress=False, tracker=False))),
+        ("P5a NFVI.fit, progress bar only",
+         timed_only(lambda n: run_ours(n, progress=True, tracker=False))),
+        ("P5b NFVI.fit, Tracker(every=100) only",
+         timed_only(lambda n: run_ours(n, progress=False, tracker=True))),
+        ("P6 NFVI.fit, bar + Tracker(every=100) (= ours)",
+         timed_only(lambda n: run_ours(n))),
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------
+
+
+Timing = tuple[float, float, float, float]
+"""(steps/s, best time of the short run, best time of the long run, KL after the long run)."""
+
+
+def steady_rates(systems: list[tuple[Runner, tuple[int, int]]], repeats: int
+                 ) -> list[Timing]:
+    """Steady-state steps/s of each ``(run, (short, long))``.
+
+    One untimed warm-up run of each length fills the persistent compilation cache;
+    then ``repeats`` rounds, each timing every system at both lengths in turn (round
+    robin, so that all systems see the same changes in the machine's load); the
+    best time of each length is kept and steps/s = (long - short) / (t_long - t_short).
+    """
+    for run, lengths in systems:
+        for n in lengths:
+            run(n)
+    times: list[dict[int, list[float]]] = [{n: [] for n in lengths} for _, lengths in systems]
+    kls: list[KL] = [lambda: math.nan for _ in systems]
+    for _ in range(repeats):
+        for i, (run, (short, long)) in enumerate(systems):
+            for n in (short, long):
+                start = time.perf_counter()
+                result = run(n)
+                times[i][n].append(time.perf_counter() - start)
+                if n == long:
+                    kls[i] = result
+    out = []
+    for (_, (short, long)), t, kl in zip(systems, times, kls, strict=True):
+        t_short, t_long = min(t[short]), min(t[long])
+        out.append(((long - short) / max(t_long - t_short, 1e-9), t_short, t_long, kl()))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=25_000,
+                        help="long run of the scan-based systems (short run: a fifth)")
+    parser.add_argument("--bar-steps", type=int, default=2_500,
+                        help="long run of numpyro's progress-bar loop (short run: a fifth)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true",
+                        help="also time variants between the bare loop and ours")
+    args = parser.parse_args()
+    # Every fit call traces and jits afresh (NFVI, SVI.run and the bare loop alike);
+    # a persistent cache turns the recompilations into look-ups, so the set-up
+    # left to cancel in the difference is small and steady.
+    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="nfvi-bench-"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+    scan = (args.steps // 5, args.steps)
+    bar = (args.bar_steps // 5, args.bar_steps)
+    rows: list[tuple[str, Runner, tuple[int, int]]] = [
+        ("ours: NFVI planar*10, progress bar + Tracker(every=100)", run_ours, scan),
+        ("ours: NFVI planar*10, no bar, no Tracker",
+         lambda n: run_ours(n, progress=False, tracker=False), scan),
+        ("bare lax.scan loop, planar*10 by hand", run_bare, scan),
+        ("numpyro SVI.run AutoDiagonalNormal, no progress bar",
+         lambda n: run_numpyro(n, guide="diag", progress=False), scan),
+        ("numpyro SVI.run AutoIAFNormal, no progress bar",
+         lambda n: run_numpyro(n, guide="iaf", progress=False), scan),
+        ("numpyro SVI.run AutoDiagonalNormal, progress bar",
+         lambda n: run_numpyro(n, guide="diag", progress=True), bar),
+        ("numpyro SVI.run AutoIAFNormal, progress bar",
+         lambda n: run_numpyro(n, guide="iaf", progress=True), bar),
+    ]
+    wall = time.perf_counter()
+    timings = steady_rates([(run, lengths) for _, run, lengths in rows], args.repeats)
+    results = [(name, rate, *lengths, t_short, t_long, kl)
+               for (name, _, lengths), (rate, t_short, t_long, kl) in zip(rows, timings,
+                                                                          strict=True)]
+
+    ours = results[0][1]
+    print(f"\n## Fit-loop throughput on U4, {N_MC} particles, Adam {LEARNING_RATE:g}\n")
+    print("Method: each system is timed end to end (set-up, tracing, compilation from a "
+          "warm persistent cache, all steps) for a short and a long run; steps/s = "
+          "(n_long - n_short) / (t_long - t_short), which cancels the set-up. One untimed "
+          f"warm-up run of each length, then the best (shortest) of {args.repeats} "
+          "repeats of each length (shared, noisy machine; each round times every system "
+          "in turn). KL(q||p) = log Z - ELBO "
+          f"after the long run ({KL_SAMPLES} draws), one seed: a check that the work is "
+          "the same, not a quality benchmark.\n")
+    print("| system | steps/s | ratio to ours | runs (steps) | best times (s) "
+          "| KL after long run |")
+    print("|---|---:|---:|---|---|---:|")
+    for name, rate, short, long, t_short, t_long, kl in results:
+        print(f"| {name} | {rate:,.0f} | {rate / ours:.3g} | {short:,} / {long:,} "
+              f"| {t_short:.2f} / {t_long:.2f} | {kl:.3f} |")
+    by_name = {r[0]: r[1] for r in results}
+    bare = by_name["bare lax.scan loop, planar*10 by hand"]
+    iaf_bar = by_name["numpyro SVI.run AutoIAFNormal, progress bar"]
+    diag_bar = by_name["numpyro SVI.run AutoDiagonalNormal, progress bar"]
+    print(f"\nours / bare loop = {ours / bare:.3f} (goal >= 0.9): "
+          f"{'met' if ours / bare >= 0.9 else 'NOT met'}")
+    print(f"ours / numpyro progress-bar loop = {ours / iaf_bar:.1f}x with AutoIAFNormal, "
+          f"{ours / diag_bar:.1f}x with AutoDiagonalNormal (goal >= 10x): "
+          f"{'met' if min(ours / iaf_bar, ours / diag_bar) >= 10 else 'NOT met'}")
+
+    if args.profile:
+        print("\n## Profile: from the bare loop to ours, one change at a time\n")
+        print("| variant | steps/s | ratio to bare | best times (s) |")
+        print("|---|---:|---:|---|")
+        variants = profile_rows()
+        timings = steady_rates([(run, scan) for _, run in variants], args.repeats)
+        base = timings[0][0]
+        for (name, _), (rate, t_short, t_long, _) in zip(variants, timings, strict=True):
+            print(f"| {name} | {rate:,.0f} | {rate / base:.3f} | {t_short:.2f} / {t_long:.2f} |")
+    print(f"\ntotal wall time {time.perf_counter() - wall:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
