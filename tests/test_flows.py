@@ -283,7 +283,8 @@ def test_planar_inverse_gradient_matches_finite_differences() -> None:
         steps = h * jnp.eye(flat.size)
         losses = jax.jit(jax.vmap(lambda f: loss(unravel(f))))
         numeric = np.asarray((losses(flat + steps) - losses(flat - steps)) / (2 * h))
-    analytic = np.asarray(jax.flatten_util.ravel_pytree(grad)[0])
+        analytic = np.asarray(jax.flatten_util.ravel_pytree(grad)[0])
+    assert analytic.dtype == np.float64
     assert np.abs(analytic).max() > 0.1
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7)
 
