@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
+from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from numpyro.infer.elbo import ELBO
 from tqdm.auto import tqdm
@@ -124,6 +125,12 @@ class NFVI:
             return svi.optim.get_params(state.optim_state)
 
         try:
+            if getattr(self.guide, "prototype_trace", ()) is None:
+                # Build the autoguide's prototype first, outside svi.init, so the
+                # initial parameters do not depend on whether someone (the command
+                # line, a user) already ran the guide once.
+                with handlers.block():
+                    handlers.seed(self.guide, keys[0])(*args, **kwargs)
             first = unconstrained(keys[0])
         except RuntimeError as err:
             if "valid initial parameters" not in str(err):
