@@ -13,23 +13,28 @@ from flows.stable import SOFTPLUS_INV_ONE, sech2
 _SOLVE_ITERATIONS = 60
 
 
-def _u_hat(params: Params) -> tuple[Array, Array]:
+def _u_hat(params: Params) -> tuple[Array, Array, Array]:
     """u_hat = u + (m(w.u) - w.u) w / |w|^2 with m(x) = -1 + softplus(x).
 
-    Returns (u_hat, w.u_hat = m(w.u)). Since m > -1, 1 + w.u_hat tanh'(.) > 0 and
-    the map is invertible.
+    Returns (u_hat, m = w.u_hat = m(w.u), softplus(w.u) = 1 + m, kept apart so that
+    it does not round to 0 when m is near -1). Since m > -1,
+    1 + w.u_hat tanh'(.) > 0 and the map is invertible.
     """
     u, w = params["u"], params["w"]
     wu = w @ u
-    m = jax.nn.softplus(wu) - 1.0
-    return u + (m - wu) * w / (w @ w), m
+    sp = jax.nn.softplus(wu)
+    m = sp - 1.0
+    return u + (m - wu) * w / (w @ w), m, sp
 
 
-def _log_det(m: Array, a: Array) -> Array:
-    """log(1 + m sech^2(a)) written as log(tanh^2(a) + softplus(w.u) sech^2(a)),
-    a sum of non-negative terms, so nothing cancels when m is near -1."""
-    s = sech2(a)
-    return jnp.log(jnp.tanh(a) ** 2 + (1.0 + m) * s)
+def _log_det(sp: Array, a: Array) -> Array:
+    """log(1 + m (1 - tanh^2 a)) written as log(tanh^2 a + softplus(w.u) (1 - tanh^2 a)).
+
+    Both terms are non-negative (1 + m = softplus(w.u) > 0), so nothing cancels when
+    m is near -1; where 1 - tanh^2 a loses relative precision, tanh^2 a ~ 1 dominates.
+    """
+    t2 = jnp.tanh(a) ** 2
+    return jnp.log(t2 + sp * (1.0 - t2))
 
 
 @register
@@ -58,12 +63,12 @@ class Planar(Bijection):
         }
 
     def forward(self, params: Params, z: Array) -> tuple[Array, Array]:
-        u_hat, m = _u_hat(params)
+        u_hat, _, sp = _u_hat(params)
         a = params["w"] @ z + params["b"]
-        return z + u_hat * jnp.tanh(a), _log_det(m, a)
+        return z + u_hat * jnp.tanh(a), _log_det(sp, a)
 
     def inverse(self, params: Params, x: Array) -> tuple[Array, Array]:
-        u_hat, m = _u_hat(params)
+        u_hat, m, sp = _u_hat(params)
         w, b = params["w"], params["b"]
         y = w @ x
 
@@ -87,4 +92,4 @@ class Planar(Bijection):
         # derivative is the implicit-function derivative -dg/dtheta / g'(t).
         t = t - g(t) / (1.0 + m * sech2(t + b))
         a = t + b
-        return x - u_hat * jnp.tanh(a), -_log_det(m, a)
+        return x - u_hat * jnp.tanh(a), -_log_det(sp, a)

@@ -22,6 +22,7 @@ from flows import DEFAULT_JITTER
 from guides import AutoFlow
 from vi.approximation import Approximation
 from vi.callbacks import Tracker, check_callback
+from vi.elbo import logdensity_loss
 from vi.loop import LoopState, init_state, make_chunk
 from vi.model import Model
 
@@ -34,7 +35,7 @@ class FitError(RuntimeError):
     ``approx`` holds the last finite parameters and the history so far.
     """
 
-    def __init__(self, message: str, approx: Approximation):
+    def __init__(self, message: str, approx: Approximation | None):
         super().__init__(message)
         self.approx = approx
 
@@ -215,10 +216,15 @@ class NFVI:
         self._optimizer = optimizer
 
         model, guide, constrain = self.model, self.guide, self._constrain
-
-        def loss_fn(params: Any, rng: Array) -> Array:
-            return elbo_obj.loss(rng, constrain(params), model.fn, guide,
-                                 *model.args, **model.kwargs)
+        if (isinstance(guide, AutoFlow) and model.log_density is not None
+                and isinstance(elbo, str)):
+            # same estimator as Trace_ELBO here (no analytic KL term exists for a
+            # flow), written directly: the fit loop's hot path skips NumPyro's tracing
+            loss_fn = logdensity_loss(guide, model.log_density, particles)
+        else:
+            def loss_fn(params: Any, rng: Array) -> Array:
+                return elbo_obj.loss(rng, constrain(params), model.fn, guide,
+                                     *model.args, **model.kwargs)
 
         measure = None
         if tracker is not None:
@@ -232,23 +238,28 @@ class NFVI:
         losses_all: list[np.ndarray] = []
         bar = tqdm(total=n, disable=not progress, dynamic_ncols=True)
         stop_message, failure = None, None
+        length = blocks * every
         try:
             done = 0
+            pending = run(state, limit)
             while done < n:
-                state, losses, records = run(state, limit)
+                state, losses, records = pending
+                # Dispatch the next chunk before the host handles this one, so the
+                # device never waits for the bar or the callbacks; if this chunk ends
+                # the fit, that speculative chunk is simply dropped.
+                pending = run(state, limit) if done + length < n else None
                 losses = np.asarray(losses)
                 steps_done = int(state.step[0]) - start
                 taken = steps_done - done
                 losses_all.append(losses[:, :taken])
                 self._state = state
-                best = _best_recent(losses_all)
+                best = _best_recent(losses_all) if restarts > 1 else 0
                 if tracker is not None:
                     record_steps = start + done + every * np.arange(1, blocks + 1)
                     valid = record_steps <= start + steps_done
                     tracker.record(record_steps[valid],
                                    {k: np.asarray(v)[best][valid] for k, v in records.items()})
                 done = steps_done
-                self.approx = self._approximation(state, best, losses_all, particles)
                 bar.update(taken)
                 bar.set_description(f"Average Loss = {_nanmean(losses[best, :taken]):.4g}")
                 run_bad = int(np.max(np.asarray(state.run_skipped)))
@@ -257,9 +268,13 @@ class NFVI:
                         f"{run_bad} consecutive steps had a non-finite loss or gradient; "
                         f"the fit stopped at step {start + done} keeping the last finite "
                         "parameters (lower the learning rate, or check the model's density "
-                        "for overflow)", self.approx)
-                for cb in callbacks:
-                    cb(self.approx, self.approx.hist, start + done)
+                        "for overflow)", None)
+                if callbacks:
+                    self.approx = self._approximation(state, best, losses_all, particles)
+                    for cb in callbacks:
+                        cb(self.approx, self.approx.hist, start + done)
+                if pending is None and done < n:
+                    pending = run(state, limit)
         except StopIteration as stop:
             stop_message = str(stop)
         except KeyboardInterrupt:
