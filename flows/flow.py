@@ -16,6 +16,11 @@ from flows.formula import Formula, Group, Step, parse
 from flows.stable import SOFTPLUS_INV_ONE
 
 DEFAULT_JITTER = 0.1
+UNROLL = 16
+"""Layers a repeat's ``lax.scan`` runs per loop iteration. On small problems the loop's
+own overhead dominates (planar*10 in 2-D: 26k fit steps/s rolled, 57k unrolled); up
+to this many layers the code is straight-line, and compile time stops growing
+beyond it whatever the count."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ def _apply(nodes: tuple[_Node, ...], params: Params, z: Array, inverse: bool
                 v, step_log_det = one(p, v)
                 return (v, total + step_log_det), None
 
-            (z, log_det), _ = lax.scan(body, (z, log_det), stacked, reverse=inverse)
+            (z, log_det), _ = lax.scan(body, (z, log_det), stacked, reverse=inverse,
+                                       unroll=min(node.count, UNROLL))
     return z, log_det
 
 
@@ -103,8 +109,8 @@ class Flow:
     - :meth:`transform` adapts the flow to a NumPyro ``Transform``.
 
     All accept any leading batch axes. A step repeated ``*k`` runs under one
-    ``lax.scan`` over its k stacked parameter sets, so compile time does not
-    grow with k.
+    ``lax.scan`` over its k stacked parameter sets (unrolled ``UNROLL`` layers at a
+    time), so compile time does not grow with k past ``UNROLL``.
     """
 
     def __init__(self, formula: str | Formula, dim: int):
