@@ -16,7 +16,7 @@ coordinates, min ESS per 1000 gradient evaluations (training included), min ESS 
 second of wall time (training, compilation and sampling included), divergences in the
 kept draws. The published nutpie figures are a reference row (not run here).
 
-    python bench/funnel.py                       # the full table (~4 min on 2 busy cores)
+    python bench/funnel.py                       # the full table (~2 min on 2 busy cores)
     python bench/funnel.py --dim 10 --warmup 200 --samples 200 --steps 500   # a smoke run
     python bench/funnel.py --sweep               # only our row, for each of SWEEP
 
@@ -27,7 +27,11 @@ cannot: whichever half holds z_0, the other coordinates of that half are never s
 it, and ``reverse`` moves z_0 into the transformed half. The fit is still imperfect:
 reverse KL shrinks log_sigma's spread (sd ~0.6-0.75 instead of 1), because the
 conditioner's tanh units match softplus^{-1}(exp(v / 2)) only near the bulk; longer or
-larger fits lower the loss without reducing NUTS's ~15 leapfrog steps (see ``--sweep``).
+larger fits lower the loss without reducing NUTS's ~15 leapfrog steps (see ``--sweep``),
+and min ESS varies by a factor ~2-3 between configurations of equal loss, so one run per
+configuration ranks them only roughly. Our wall time is mostly the fit's first call (about
+15 s of it is NFVI's eager parameter set-up, op-by-op XLA compiles, not the loop) and
+compiling NUTS (~10 s); warm-up plus sampling take ~1.5 s.
 """
 
 from __future__ import annotations
