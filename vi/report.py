@@ -41,6 +41,7 @@ class Summary:
         elbo, elbo_se: a precise ELBO estimate and its Monte-Carlo standard error.
         log_Z: the target's log normalising constant, ``None`` if unknown.
         n_skipped: steps skipped for a non-finite loss or gradient.
+        restarts: initialisations fitted side by side (the best is reported).
     """
 
     target: str
@@ -53,6 +54,7 @@ class Summary:
     elbo_se: float
     log_Z: float | None
     n_skipped: int = 0
+    restarts: int = 1
 
     @property
     def steps_per_s(self) -> float:
@@ -71,6 +73,8 @@ class Summary:
             ("formula", self.formula),
             ("steps", f"{self.steps:,}"),
             ("particles per step", f"{self.n_mc:,}"),
+            *([("restarts", f"{self.restarts} side by side, the best kept")]
+              if self.restarts > 1 else []),
             ("wall time", f"{self.wall_s:.1f} s (compilation included)"),
             ("speed", f"{self.steps_per_s:,.0f} steps/s"),
             ("final loss", f"{self.final_loss:.4f} (mean of the last steps)"),
@@ -106,14 +110,14 @@ def elbo_estimate(approx: Approximation, num_samples: int = 20_000, seed: int = 
 
 
 def summarize(approx: Approximation, *, target: str, formula: str, n_mc: int, wall_s: float,
-              log_Z: float | None, num_samples: int = 20_000) -> Summary:
+              log_Z: float | None, num_samples: int = 20_000, restarts: int = 1) -> Summary:
     """Measure a fitted approximation (see :class:`Summary`)."""
     hist = np.asarray(approx.hist)
     window = max(1, min(1000, len(hist) // 10))
     elbo, se = elbo_estimate(approx, num_samples)
     return Summary(target=target, formula=formula, steps=len(hist), n_mc=n_mc, wall_s=wall_s,
                    final_loss=float(np.nanmean(hist[-window:])), elbo=elbo, elbo_se=se,
-                   log_Z=log_Z, n_skipped=approx.n_skipped)
+                   log_Z=log_Z, n_skipped=approx.n_skipped, restarts=restarts)
 
 
 def _bounds(draws: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
