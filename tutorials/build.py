@@ -24,19 +24,15 @@ def code(text: str) -> nbformat.NotebookNode:
     return new_code_cell(textwrap.dedent(text).strip())
 
 
-SETUP = code("""
-    import time
-
-    import holoviews as hv
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    import flows
-    from vi import NFVI, CheckParametersConvergence, Model, Tracker, plots, targets
-
-    hv.extension("bokeh")
-""")
+def setup(vi_names: str, *, timing: bool = False, with_flows: bool = False
+          ) -> nbformat.NotebookNode:
+    """The first code cell: exactly the imports a notebook uses (ruff-clean)."""
+    lines = ["import time", ""] if timing else []
+    lines += ["import holoviews as hv", "import jax", "import jax.numpy as jnp",
+              "import numpy as np", ""]
+    lines += ["import flows"] if with_flows else []
+    lines += [f"from vi import {vi_names}", "", 'hv.extension("bokeh")']
+    return new_code_cell("\n".join(lines))
 
 
 NORMALIZING_FLOWS = [
@@ -56,7 +52,8 @@ NORMALIZING_FLOWS = [
     the language, compares families on small targets, and ends with a check against
     NUTS.
     """),
-    SETUP,
+    setup("NFVI, CheckParametersConvergence, Model, Tracker, plots, targets", timing=True,
+          with_flows=True),
     md("""
     ## The formula language
 
@@ -248,7 +245,7 @@ SVI_WITH_NUMPYRO = [
     notebook fits a Bayesian linear regression all three ways, compares them with NUTS,
     and uses `Predictive` for posterior predictive checks.
     """),
-    SETUP,
+    setup("NFVI, Model, plots"),
     md("""
     ## The model and the data
 
@@ -262,7 +259,6 @@ SVI_WITH_NUMPYRO = [
     from numpyro.infer import MCMC, NUTS, Predictive
     from numpyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal
 
-    from guides import AutoFlow
 
     def regression(x, y=None):
         alpha = numpyro.sample("alpha", dist.Normal(0.0, 10.0))
@@ -385,7 +381,7 @@ MCMC_TRANSPORT = [
     through T gives exact samples of the target. We count the cost in gradient
     evaluations and the quality in effective sample size (ESS).
     """),
-    SETUP,
+    setup("NFVI, Model, plots"),
     code("""
     import arviz as az
     import numpyro
@@ -471,7 +467,7 @@ FIT_TO_SAMPLES = [
     a held-out validation split and early stopping, and returns a fit with `log_prob`
     and `sample`.
     """),
-    SETUP,
+    setup("plots, targets", with_flows=True),
     md("""
     ## Data from a banana
 

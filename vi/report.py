@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from numpyro.infer import Trace_ELBO
 
 from vi import plots
 from vi.approximation import Approximation
@@ -90,21 +89,9 @@ class Summary:
 
 def elbo_estimate(approx: Approximation, num_samples: int = 20_000, seed: int = 1
                   ) -> tuple[float, float]:
-    r"""The ELBO and its standard error from ``num_samples`` independent particles.
-
-    Each particle i gives l_i = log p(x_i, y) - log q(x_i), x_i ~ q (one-particle
-    Trace_ELBO, vectorised); the ELBO estimate is the mean of the l_i and its
-    standard error sd(l) / sqrt(n).
-    """
-    model = approx.model
-    elbo = Trace_ELBO(num_particles=1)
-
-    @jax.jit
-    def particles(keys: Array) -> Array:
-        return -jax.vmap(lambda k: elbo.loss(k, approx.params, model.fn, approx.guide,
-                                              *model.args, **model.kwargs))(keys)
-
-    values = np.asarray(particles(jax.random.split(jax.random.key(seed), num_samples)))
+    """The ELBO and its standard error sd(l) / sqrt(n) from ``num_samples`` independent
+    one-draw terms l_i (:meth:`Approximation.elbo_terms`), non-finite terms dropped."""
+    values = approx.elbo_terms(num_samples, seed)
     values = values[np.isfinite(values)]
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
