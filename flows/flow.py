@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +120,6 @@ class Flow:
             raise ValueError(f"Flow dimension must be a positive integer, got {dim!r}")
         self.dim = int(dim)
         self._nodes = _build(self.formula, self.dim)
-        self._structure: Any = None
 
     def __repr__(self) -> str:
         return f"Flow({str(self.formula)!r}, dim={self.dim})"
@@ -166,6 +166,11 @@ class Flow:
                 params[keys[0]]["rho"] = params[keys[0]]["rho"].at[0].add(shift)
         return params
 
+    @functools.cached_property
+    def param_shapes(self) -> Params:
+        """The parameter pytree's structure, leaves ``jax.ShapeDtypeStruct`` (traced once)."""
+        return jax.eval_shape(lambda: self.init(jax.random.key(0)))
+
     def _top_level(self, name: str) -> list[str]:
         return [n.key for n in self._nodes if n.bijection is not None
                 and n.bijection.name == name]
@@ -175,15 +180,13 @@ class Flow:
         if value.ndim == 0 or value.shape[-1] != self.dim:
             raise ValueError(f"{what} must have shape (..., {self.dim}) for {self!r}, "
                              f"got {value.shape}")
-        if self._structure is None:
-            expected = jax.eval_shape(lambda: self.init(jax.random.key(0)))
-            self._structure = jax.tree.map(lambda leaf: leaf.shape, expected)
         # Shapes too, not only the tree: params of "planar*3" have the tree of
         # "planar*2" and would silently run three steps.
+        expected = jax.tree.map(lambda leaf: leaf.shape, self.param_shapes)
         shapes = jax.tree.map(jnp.shape, params)
-        if shapes != self._structure:
+        if shapes != expected:
             raise ValueError(f"params do not belong to {self!r}: expected arrays of shapes "
-                             f"{self._structure} (as from {self!r}.init(key)), got {shapes}")
+                             f"{expected} (as from {self!r}.init(key)), got {shapes}")
         return value
 
     def _batched(self, params: Params, value: Array, inverse: bool) -> tuple[Array, Array]:

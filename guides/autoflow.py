@@ -25,9 +25,8 @@ def _path_name(path: tuple[Any, ...]) -> str:
 def flow_param_names(flow: Flow, prefix: str) -> list[str]:
     """Names of the ``numpyro.param`` sites of ``flow``'s parameters, in leaf order:
     ``"<prefix>_<index>_<step>_<name>"`` (e.g. ``auto_0_planar_u``)."""
-    shapes = jax.eval_shape(lambda: flow.init(jax.random.key(0)))
     return [f"{prefix}_{_path_name(path)}"
-            for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]]
+            for path, _ in jax.tree_util.tree_flatten_with_path(flow.param_shapes)[0]]
 
 
 def flow_params_from(flow: Flow, prefix: str, params: dict[str, Array]) -> Any:
@@ -37,8 +36,7 @@ def flow_params_from(flow: Flow, prefix: str, params: dict[str, Array]) -> Any:
     if missing:
         raise KeyError(f"params lack the flow's sites {missing}; pass the dict that "
                        "svi.get_params / Approximation.params gives")
-    treedef = jax.tree.structure(jax.eval_shape(lambda: flow.init(jax.random.key(0))))
-    return jax.tree.unflatten(treedef, [params[n] for n in names])
+    return jax.tree.unflatten(jax.tree.structure(flow.param_shapes), [params[n] for n in names])
 
 
 class AutoFlow(AutoContinuous):
@@ -89,8 +87,6 @@ class AutoFlow(AutoContinuous):
         super()._setup_prototype(*args, **kwargs)
         self.flow = Flow(self.formula, int(self.latent_dim))
         self.param_names = flow_param_names(self.flow, self.prefix)
-        self._flow_treedef = jax.tree.structure(
-            jax.eval_shape(lambda: self.flow.init(jax.random.key(0))))
 
     def _refuse_discrete(self, *args: Any, **kwargs: Any) -> None:
         # NumPyro would try to enumerate discrete sites (and ask for funsor): say
@@ -119,7 +115,7 @@ class AutoFlow(AutoContinuous):
     def _flow_params_from_sites(self) -> Any:
         leaves = [numpyro.param(name, self._init_leaf(i))
                   for i, name in enumerate(self.param_names)]
-        return jax.tree.unflatten(self._flow_treedef, leaves)
+        return jax.tree.unflatten(jax.tree.structure(self.flow.param_shapes), leaves)
 
     def _get_posterior(self) -> dist.Distribution:
         transform = FlowTransform(self.flow, self._flow_params_from_sites())
