@@ -8,6 +8,7 @@ identity, with unit slope at +-B, so the tails of N(0, I) pass through unchanged
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +47,37 @@ def _knots(raw: Array, bins: int, bound: float) -> tuple[Array, Array, Array]:
     return xs, ys, slopes
 
 
-def _bin(knots: Array, v: Array) -> Array:
-    return jnp.clip(jnp.searchsorted(knots, v, side="right") - 1, 0, knots.shape[0] - 2)
+class _Bin(NamedTuple):
+    """The bin holding a clipped point: its knot (x_k, y_k), width w, height h,
+    mean slope s = h / w and knot slopes delta_k, delta_{k+1}."""
+
+    x0: Array
+    y0: Array
+    w: Array
+    h: Array
+    s: Array
+    d0: Array
+    d1: Array
+
+
+def _locate(raw: Array, v: Array, bins: int, bound: float, *, by_output: bool
+            ) -> tuple[Array, Array, _Bin]:
+    """(|v| < bound, v clipped to the bound, its bin), searching the knots' abscissae
+    for a forward pass and their ordinates (``by_output``) for an inverse one."""
+    xs, ys, slopes = _knots(raw, bins, bound)
+    vc = jnp.clip(v, -bound, bound)
+    knots = ys if by_output else xs
+    k = jnp.clip(jnp.searchsorted(knots, vc, side="right") - 1, 0, knots.shape[0] - 2)
+    w, h = xs[k + 1] - xs[k], ys[k + 1] - ys[k]
+    return jnp.abs(v) < bound, vc, _Bin(xs[k], ys[k], w, h, h / w, slopes[k], slopes[k + 1])
+
+
+def _log_slope(b: _Bin, xi: Array) -> Array:
+    """log g' at relative position xi in bin b (the formula in :func:`rqs_forward`)."""
+    t = xi * (1.0 - xi)
+    denom = b.s + (b.d1 + b.d0 - 2.0 * b.s) * t
+    return 2.0 * jnp.log(b.s) + jnp.log(b.d1 * xi ** 2 + 2.0 * b.s * t + b.d0 * (1.0 - xi) ** 2) \
+        - 2.0 * jnp.log(denom)
 
 
 def rqs_forward(raw: Array, x: Array, bins: int, bound: float) -> tuple[Array, Array]:
@@ -57,19 +87,11 @@ def rqs_forward(raw: Array, x: Array, bins: int, bound: float) -> tuple[Array, A
     g = y_k + h_k (s xi^2 + delta_k xi (1 - xi)) / (s + (delta_{k+1} + delta_k - 2 s) xi (1 - xi)),
     g' = s^2 (delta_{k+1} xi^2 + 2 s xi (1 - xi) + delta_k (1 - xi)^2) / denominator^2.
     """
-    xs, ys, slopes = _knots(raw, bins, bound)
-    inside = jnp.abs(x) < bound
-    xc = jnp.clip(x, -bound, bound)
-    k = _bin(xs, xc)
-    w, h = xs[k + 1] - xs[k], ys[k + 1] - ys[k]
-    s, d0, d1 = h / w, slopes[k], slopes[k + 1]
-    xi = (xc - xs[k]) / w
+    inside, xc, b = _locate(raw, x, bins, bound, by_output=False)
+    xi = (xc - b.x0) / b.w
     t = xi * (1.0 - xi)
-    denom = s + (d1 + d0 - 2.0 * s) * t
-    y = ys[k] + h * (s * xi ** 2 + d0 * t) / denom
-    log_grad = 2.0 * jnp.log(s) + jnp.log(d1 * xi ** 2 + 2.0 * s * t + d0 * (1.0 - xi) ** 2) \
-        - 2.0 * jnp.log(denom)
-    return jnp.where(inside, y, x), jnp.where(inside, log_grad, 0.0)
+    y = b.y0 + b.h * (b.s * xi ** 2 + b.d0 * t) / (b.s + (b.d1 + b.d0 - 2.0 * b.s) * t)
+    return jnp.where(inside, y, x), jnp.where(inside, _log_slope(b, xi), 0.0)
 
 
 def rqs_inverse(raw: Array, y: Array, bins: int, bound: float) -> tuple[Array, Array]:
@@ -79,24 +101,14 @@ def rqs_inverse(raw: Array, y: Array, bins: int, bound: float) -> tuple[Array, A
     a = h (s - delta_k) + (y - y_k) c1, b = h delta_k - (y - y_k) c1, c = -s (y - y_k),
     c1 = delta_{k+1} + delta_k - 2 s, taken as xi = 2c / (-b - sqrt(b^2 - 4ac)).
     """
-    xs, ys, slopes = _knots(raw, bins, bound)
-    inside = jnp.abs(y) < bound
-    yc = jnp.clip(y, -bound, bound)
-    k = _bin(ys, yc)
-    w, h = xs[k + 1] - xs[k], ys[k + 1] - ys[k]
-    s, d0, d1 = h / w, slopes[k], slopes[k + 1]
-    dy = yc - ys[k]
-    c1 = d1 + d0 - 2.0 * s
-    a = h * (s - d0) + dy * c1
-    b = h * d0 - dy * c1
-    c = -s * dy
-    xi = 2.0 * c / (-b - jnp.sqrt(jnp.maximum(b * b - 4.0 * a * c, 0.0)))
-    x = xs[k] + xi * w
-    t = xi * (1.0 - xi)
-    denom = s + c1 * t
-    log_grad = 2.0 * jnp.log(s) + jnp.log(d1 * xi ** 2 + 2.0 * s * t + d0 * (1.0 - xi) ** 2) \
-        - 2.0 * jnp.log(denom)
-    return jnp.where(inside, x, y), jnp.where(inside, log_grad, 0.0)
+    inside, yc, b = _locate(raw, y, bins, bound, by_output=True)
+    dy = yc - b.y0
+    c1 = b.d1 + b.d0 - 2.0 * b.s
+    qa = b.h * (b.s - b.d0) + dy * c1
+    qb = b.h * b.d0 - dy * c1
+    qc = -b.s * dy
+    xi = 2.0 * qc / (-qb - jnp.sqrt(jnp.maximum(qb * qb - 4.0 * qa * qc, 0.0)))
+    return jnp.where(inside, b.x0 + xi * b.w, y), jnp.where(inside, _log_slope(b, xi), 0.0)
 
 
 BINS = Option(int, 8, "number of spline bins K", minimum=2, maximum=128)
