@@ -8,6 +8,7 @@ its inputs 1..i-1 only.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -17,7 +18,7 @@ from jax.example_libraries import stax
 from numpyro.nn import AutoregressiveNN
 
 from flows.bijection import Bijection, Params
-from flows.coupling import DEPTH, HIDDEN, affine_forward, affine_inverse
+from flows.coupling import DEPTH, HIDDEN, SIGMA, affine_forward, affine_inverse
 from flows.options import JITTER, Option
 from flows.registry import register
 from flows.spline import BINS, BOUND, rqs_forward, rqs_inverse, spline_param_count
@@ -36,10 +37,11 @@ class _Autoregressive(Bijection):
     """
 
     options = {"jitter": JITTER, "hidden": HIDDEN, "depth": DEPTH,  # noqa: RUF012
-               "transformer": TRANSFORMER, "bins": BINS, "bound": BOUND}
+               "transformer": TRANSFORMER, "sigma": SIGMA, "bins": BINS, "bound": BOUND}
     hidden: int
     depth: int
     transformer: str
+    sigma: str
     bins: int
     bound: float
 
@@ -47,6 +49,9 @@ class _Autoregressive(Bijection):
         super().__init__(dim, **options)
         if self.depth < 1:
             raise ValueError(f"{self.name!r} needs depth >= 1 hidden layer, got {self.depth}")
+        if self.transformer == "rqs" and self.sigma != "softplus":
+            raise ValueError(f"{self.name!r}: sigma={self.sigma} applies to the affine "
+                             "transformer only; drop it or write transformer=affine")
         if self.hidden < dim:
             raise ValueError(f"{self.name!r} needs hidden >= dim for its masked network; "
                              f"got hidden={self.hidden} in dimension {dim}: write "
@@ -70,13 +75,13 @@ class _Autoregressive(Bijection):
     def _map(self, theta: Array, u: Array) -> tuple[Array, Array]:
         if self.transformer == "rqs":
             return jax.vmap(lambda t, v: rqs_forward(t, v, self.bins, self.bound))(theta, u)
-        return jax.vmap(affine_forward)(theta, u)
+        return jax.vmap(partial(affine_forward, sigma=self.sigma))(theta, u)
 
     def _unmap(self, theta: Array, v: Array) -> tuple[Array, Array]:
         """u = tau^{-1}(v) and log tau'(u) (the forward log-slope)."""
         if self.transformer == "rqs":
             return jax.vmap(lambda t, y: rqs_inverse(t, y, self.bins, self.bound))(theta, v)
-        u, neg = jax.vmap(affine_inverse)(theta, v)
+        u, neg = jax.vmap(partial(affine_inverse, sigma=self.sigma))(theta, v)
         return u, -neg
 
     def _one_pass(self, params: Params, u: Array) -> tuple[Array, Array]:
@@ -114,7 +119,8 @@ class MAF(_Autoregressive):
 
     The density direction z = f^{-1}(x) is one MADE pass, so ``log_prob`` (and
     :func:`flows.fit_to_samples`) is cheap; sampling takes d passes. With
-    ``transformer=affine`` tau(z) = z sigma + mu, sigma = softplus(.) > 0; with
+    ``transformer=affine`` tau(z) = z sigma + mu, sigma = softplus(.) > 0 (or exp(.),
+    with ``sigma=exp``); with
     ``transformer=rqs`` tau is a spline as in ``rqs`` (``bins``, ``bound``).
     ``hidden`` must be at least d. Alternate with ``reverse`` to vary the order.
     Cost per sample: one pass O(d hidden + hidden^2 depth) for log_prob, d passes

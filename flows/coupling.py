@@ -1,7 +1,10 @@
-"""Coupling steps: half the coordinates pass unchanged and condition an elementwise
-bijection of the other half (Dinh et al. 2017, "Density estimation using Real NVP")."""
+"""Coupling steps: the first k coordinates (half, unless ``split=k``) pass unchanged and
+condition an elementwise bijection of the others (Dinh et al. 2017, "Density estimation
+using Real NVP")."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +18,8 @@ from flows.stable import SOFTPLUS_INV_ONE, log_softplus
 
 
 class Coupling(Bijection):
-    """x_{<k} = z_{<k}, x_i = tau(z_i; theta_i(z_{<k})) for i >= k = floor(d/2).
+    """x_{<k} = z_{<k}, x_i = tau(z_i; theta_i(z_{<k})) for i >= k, where k is the
+    ``split`` option, or floor(d/2) when it is 0.
 
     The Jacobian is triangular, so log|det J| = sum_{i >= k} log tau'(z_i). The
     conditioner theta is an MLP with options ``hidden`` and ``depth``; subclasses
@@ -25,6 +29,14 @@ class Coupling(Bijection):
 
     hidden: int
     depth: int
+    split: int
+
+    def __init__(self, dim: int, **options: Any):
+        super().__init__(dim, **options)
+        if self.split >= dim:
+            raise ValueError(
+                f"{self.name!r} split={self.split} leaves no coordinate to transform in "
+                f"dimension {dim}: write split=k with 1 <= k <= {dim - 1} (0 means {dim // 2})")
 
     @property
     def params_per_coordinate(self) -> int:
@@ -40,7 +52,7 @@ class Coupling(Bijection):
 
     @property
     def _split(self) -> int:
-        return self.dim // 2
+        return self.split or self.dim // 2
 
     def init(self, key: Array, jitter: float) -> Params:
         k = self._split
@@ -64,30 +76,45 @@ class Coupling(Bijection):
         return self._apply(params, x, inverse=True)
 
 
-def affine_forward(theta: Array, z: Array) -> tuple[Array, Array]:
-    """tau(z) = z softplus(theta_1 + log(e - 1)) + theta_0 and its log-slope.
+def affine_forward(theta: Array, z: Array, sigma: str = "softplus") -> tuple[Array, Array]:
+    """tau(z) = z s + theta_0 and its log-slope log s, where the scale is
+    s = softplus(theta_1 + log(e - 1)) (``sigma="softplus"``) or s = exp(theta_1)
+    (``sigma="exp"``).
 
-    theta = 0 is the identity; the softplus keeps the scale positive without the
-    overflow of exp.
+    theta = 0 is the identity under either. softplus keeps the scale positive without
+    exp's overflow; exp makes log s = theta_1 linear in the conditioner's output, so a
+    scale that is the exponential of a linear function (a funnel's) is easy to learn.
     """
+    if sigma == "exp":
+        return z * jnp.exp(theta[1]) + theta[0], theta[1]
     raw = theta[1] + SOFTPLUS_INV_ONE
     return z * jax.nn.softplus(raw) + theta[0], log_softplus(raw)
 
 
-def affine_inverse(theta: Array, x: Array) -> tuple[Array, Array]:
-    """tau^{-1}(x) = (x - theta_0) / softplus(theta_1 + log(e - 1)) and its log-slope."""
+def affine_inverse(theta: Array, x: Array, sigma: str = "softplus") -> tuple[Array, Array]:
+    """tau^{-1}(x) = (x - theta_0) / s and its log-slope -log s (s as in
+    :func:`affine_forward`)."""
+    if sigma == "exp":
+        return (x - theta[0]) * jnp.exp(-theta[1]), -theta[1]
     raw = theta[1] + SOFTPLUS_INV_ONE
     return (x - theta[0]) / jax.nn.softplus(raw), -log_softplus(raw)
 
 
+SIGMA = Option(str, "softplus", "the affine scale: softplus(.) or exp(.) of the conditioner's "
+               "output", choices=("softplus", "exp"))
 HIDDEN = Option(int, 64, "width of the conditioner's hidden layers", minimum=1, maximum=4096)
 DEPTH = Option(int, 2, "number of hidden layers of the conditioner", minimum=0, maximum=8)
+SPLIT = Option(int, 0, "coordinates passed unchanged, conditioning the rest (0: half)",
+               minimum=0)
 
 
 @register
 class AffineCoupling(Coupling):
     """Affine coupling (RealNVP): x_i = z_i sigma_i(z_{<k}) + mu_i(z_{<k}) for i >= k,
-    sigma = softplus(.) > 0; log|det J| = sum_{i >= k} log sigma_i.
+    sigma = softplus(.) > 0 (or exp(.), with ``sigma=exp``);
+    log|det J| = sum_{i >= k} log sigma_i. k = ``split``
+    (default floor(d/2)); ``coupling(split=1)`` scales every other coordinate by a
+    function of the first, the shape of a hierarchical model's funnel.
 
     (mu, sigma) come from an MLP of z_{<k} (``hidden`` wide, ``depth`` tanh
     layers) whose last layer starts at zero plus noise: at jitter 0 the step is
@@ -97,16 +124,19 @@ class AffineCoupling(Coupling):
 
     name = "coupling"
     aliases = ("realnvp",)
-    summary = "affine coupling (RealNVP): scale and shift half the coordinates given the rest"
-    options = {"jitter": JITTER, "hidden": HIDDEN, "depth": DEPTH}  # noqa: RUF012
+    summary = ("affine coupling (RealNVP): scale and shift half the coordinates (or all but "
+               "split=k) given the rest")
+    options = {"jitter": JITTER, "hidden": HIDDEN, "depth": DEPTH,  # noqa: RUF012
+               "split": SPLIT, "sigma": SIGMA}
     min_dim = 2
+    sigma: str
 
     @property
     def params_per_coordinate(self) -> int:
         return 2
 
     def transform(self, theta: Array, z: Array) -> tuple[Array, Array]:
-        return affine_forward(theta, z)
+        return affine_forward(theta, z, self.sigma)
 
     def untransform(self, theta: Array, x: Array) -> tuple[Array, Array]:
-        return affine_inverse(theta, x)
+        return affine_inverse(theta, x, self.sigma)

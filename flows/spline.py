@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from flows.coupling import DEPTH, HIDDEN, Coupling
+from flows.coupling import DEPTH, HIDDEN, SPLIT, Coupling
 from flows.options import JITTER, Option
 from flows.registry import register
 
@@ -120,9 +120,9 @@ BOUND = Option(float, 4.0, "the spline acts on [-bound, bound], the identity out
 class RQSCoupling(Coupling):
     """Rational-quadratic spline coupling (Durkan et al. 2019, "Neural Spline Flows").
 
-    With k = floor(d/2): x_{<k} = z_{<k} and x_i = g_i(z_i) for i >= k, each g_i a
-    monotone rational-quadratic spline on [-bound, bound] (identity outside) whose
-    3K - 1 knot parameters come from an MLP of z_{<k} (``hidden`` wide, ``depth``
+    With k = ``split`` (default floor(d/2)): x_{<k} = z_{<k} and x_i = g_i(z_i) for
+    i >= k, each g_i a monotone rational-quadratic spline on [-bound, bound] (identity
+    outside) whose 3K - 1 knot parameters come from an MLP of z_{<k} (``hidden`` wide, ``depth``
     layers). log|det J| = sum_{i >= k} log g_i'(z_i). The last layer starts at
     zero plus noise, so at jitter 0 the step is the identity. In 1-D there is
     nothing to condition on and the spline's parameters are free (a learned
@@ -135,7 +135,7 @@ class RQSCoupling(Coupling):
     aliases = ("spline",)
     summary = "neural spline coupling: monotone rational-quadratic splines of half the coordinates"
     options = {"jitter": JITTER, "bins": BINS, "bound": BOUND,  # noqa: RUF012
-               "hidden": HIDDEN, "depth": DEPTH}
+               "hidden": HIDDEN, "depth": DEPTH, "split": SPLIT}
     min_dim = 1
 
     @property

@@ -27,6 +27,9 @@ FORMULAS = {
     "rqs(bins=5, bound=3, hidden=16)": 1,
     "maf(transformer=rqs, bins=4, hidden=16)": 1,
     "iaf(hidden=16, depth=2)": 1,
+    "coupling(split=1, sigma=exp, hidden=8)": 2,
+    "rqs(split=1, hidden=8)": 2,
+    "iaf(sigma=exp, hidden=16)-maf(sigma=exp, hidden=16)": 1,
     "(coupling(hidden=8)-perm)*2-lu": 2,
 }
 CASES = [(f, d) for f, m in FORMULAS.items() for d in (1, 2, 7) if d >= m]
@@ -128,11 +131,40 @@ def test_steps_that_need_two_dimensions_refuse_one():
         flows.Flow("rqs-coupling", 1)
 
 
-def test_masked_network_must_be_as_wide_as_the_dimension():
+@pytest.mark.parametrize(("formula", "split"), [("coupling", 3), ("coupling(split=1)", 1),
+                                               ("rqs(split=6)", 6)])
+def test_coupling_passes_exactly_its_first_split_coordinates(formula, split):
+    flow, params, z = _setup(formula, 7)
+    x, _ = jax.jit(flow.forward)(params, z)
+    np.testing.assert_array_equal(x[:split], z[:split])
+    assert bool(jnp.all(x[split:] != z[split:]))
+
+
+def test_split_must_leave_a_coordinate_to_transform():
+    with pytest.raises(ValueError, match=r"split=7 leaves no coordinate.*1 <= k <= 6"):
+        flows.Flow("coupling(split=7)", 7)
+
+
+def test_exp_scale_is_the_exponential_of_the_conditioner_output():
+    # with the conditioner's output theta fixed, sigma=exp means x = z e^{theta_1} + theta_0
+    from flows.coupling import affine_forward, affine_inverse
+
+    theta = jnp.array([0.3, -1.7])
+    x, log_slope = affine_forward(theta, 2.0, "exp")
+    assert float(x) == pytest.approx(2.0 * np.exp(-1.7) + 0.3, rel=1e-6)
+    assert float(log_slope) == pytest.approx(-1.7, rel=1e-6)
+    back, inv_slope = affine_inverse(theta, x, "exp")
+    assert float(back) == pytest.approx(2.0, rel=1e-6)
+    assert float(inv_slope) == pytest.approx(1.7, rel=1e-6)
+
+
+def test_autoregressive_steps_refuse_impossible_options():
     with pytest.raises(ValueError, match=r"maf\(hidden=64\)"):
         flows.Flow("maf(hidden=4)", 7)
     with pytest.raises(ValueError, match="depth >= 1"):
         flows.Flow("iaf(depth=0)", 2)
+    with pytest.raises(ValueError, match="affine transformer only"):
+        flows.Flow("iaf(transformer=rqs, sigma=exp)", 2)
 
 
 @pytest.mark.parametrize(("formula", "fragment"), [
@@ -146,6 +178,8 @@ def test_masked_network_must_be_as_wide_as_the_dimension():
     ("coupling(hidden=0)", "at least 1"),
     ("coupling(depth=9)", "at most 8"),
     ("perm(seed=-1)", "at least 0"),
+    ("iaf(sigma=log)", "expected one of softplus, exp"),
+    ("coupling(split=-1)", "at least 0"),
 ])
 def test_bad_options_are_formula_errors(formula, fragment):
     with pytest.raises(flows.FormulaError, match=fragment):
