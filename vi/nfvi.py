@@ -22,7 +22,7 @@ from flows import DEFAULT_JITTER
 from guides import AutoFlow
 from vi.approximation import Approximation
 from vi.callbacks import Tracker, check_callback
-from vi.elbo import logdensity_loss
+from vi.elbo import logdensity_loss, model_log_density
 from vi.loop import LoopState, init_state, make_chunk
 from vi.model import Model
 
@@ -106,11 +106,16 @@ class NFVI:
                                  f"object, not both (n_mc={n_mc}, "
                                  f"ELBO num_particles={elbo.num_particles})")
             return elbo
-        if elbo == "trace":
+        if elbo in ("trace", "stl"):
+            if elbo == "stl" and not isinstance(self.guide, AutoFlow):
+                raise ValueError("elbo='stl' (sticking the landing) needs an AutoFlow guide, "
+                                 "whose log q it evaluates through the flow's inverse; got "
+                                 f"{type(self.guide).__name__}: use elbo='trace'")
             return Trace_ELBO(num_particles=n_mc)
         if elbo == "meanfield":
             return TraceMeanField_ELBO(num_particles=n_mc)
-        raise ValueError(f"elbo must be 'trace', 'meanfield' or a numpyro ELBO, got {elbo!r}")
+        raise ValueError(f"elbo must be 'trace', 'meanfield', 'stl' or a numpyro ELBO, "
+                         f"got {elbo!r}")
 
     def _init_params(self, keys: Array, elbo: ELBO) -> tuple[Any, Callable[[Any], Any]]:
         """Unconstrained initial parameters for each key, stacked, and the map to the
@@ -158,7 +163,10 @@ class NFVI:
                 optimizer on a later call starts its state afresh.
             n_mc: Monte-Carlo particles per step (vectorised).
             elbo: ``"trace"`` (Trace_ELBO), ``"meanfield"`` (TraceMeanField_ELBO,
-                analytic KL terms where NumPyro has them) or a NumPyro ELBO.
+                analytic KL terms where NumPyro has them), ``"stl"`` (the same
+                estimate with the sticking-the-landing gradient, lower variance near
+                a good fit; AutoFlow guides on models without ``numpyro.param`` or
+                subsampling, see :mod:`vi.elbo`) or a NumPyro ELBO.
             callbacks: functions ``cb(approx, losses, i)`` called once per chunk;
                 raising ``StopIteration`` stops the fit; :class:`vi.Tracker`
                 records inside the compiled loop.
@@ -216,11 +224,18 @@ class NFVI:
         self._optimizer = optimizer
 
         model, guide, constrain = self.model, self.guide, self._constrain
-        if (isinstance(guide, AutoFlow) and model.log_density is not None
-                and isinstance(elbo, str)):
-            # same estimator as Trace_ELBO here (no analytic KL term exists for a
-            # flow), written directly: the fit loop's hot path skips NumPyro's tracing
-            loss_fn = logdensity_loss(guide, model.log_density, particles)
+        density = None
+        if isinstance(guide, AutoFlow) and isinstance(elbo, str):
+            # a flow has no analytic KL term, so every named ELBO is Trace_ELBO's
+            # estimator; on a density over the flat latent vector it is written
+            # directly and the fit loop's hot path skips NumPyro's tracing
+            density = model.log_density or model_log_density(model, guide)
+        if density is not None:
+            loss_fn = logdensity_loss(guide, density, particles, stl=elbo == "stl")
+        elif elbo == "stl":
+            raise ValueError("elbo='stl' needs a model that is one density over its latent "
+                             "sites: this one has a numpyro.param, a subsampled plate or "
+                             "mutable state, which Trace_ELBO must trace; use elbo='trace'")
         else:
             def loss_fn(params: Any, rng: Array) -> Array:
                 return elbo_obj.loss(rng, constrain(params), model.fn, guide,
