@@ -149,7 +149,7 @@ class Flow:
         """
         if not jitter >= 0:
             raise ValueError(f"jitter must be a non-negative number, got {jitter!r}")
-        params = _init(self._nodes, key, float(jitter))
+        params = self._init(key, float(jitter))
         if loc is not None:
             loc = jnp.asarray(loc)
             if loc.shape != (self.dim,):
@@ -165,6 +165,12 @@ class Flow:
                 shift = float(np.log(np.expm1(scale))) - SOFTPLUS_INV_ONE
                 params[keys[0]]["rho"] = params[keys[0]]["rho"].at[0].add(shift)
         return params
+
+    @functools.partial(jax.jit, static_argnums=(0, 2))
+    def _init(self, key: Array, jitter: float) -> Params:
+        # one compiled call: eagerly, every step's initialiser would dispatch (and
+        # compile, the first time) op by op
+        return _init(self._nodes, key, jitter)
 
     @functools.cached_property
     def param_shapes(self) -> Params:
@@ -189,7 +195,10 @@ class Flow:
                              f"{expected} (as from {self!r}.init(key)), got {shapes}")
         return value
 
+    @functools.partial(jax.jit, static_argnums=(0, 3))
     def _batched(self, params: Params, value: Array, inverse: bool) -> tuple[Array, Array]:
+        # jitted so that an eager call (a guide's first draw, a plot) is one compiled
+        # program, not hundreds of op-by-op dispatches; inside a trace it inlines
         batch = value.shape[:-1]
         flat = value.reshape((-1, self.dim))
         out, log_det = jax.vmap(lambda v: _apply(self._nodes, params, v, inverse))(flat)

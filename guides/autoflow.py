@@ -86,6 +86,7 @@ class AutoFlow(AutoContinuous):
         self._refuse_discrete(*args, **kwargs)
         super()._setup_prototype(*args, **kwargs)
         self.flow = Flow(self.formula, int(self.latent_dim))
+        self._init_leaves = None
         self.param_names = flow_param_names(self.flow, self.prefix)
 
     def _refuse_discrete(self, *args: Any, **kwargs: Any) -> None:
@@ -106,10 +107,15 @@ class AutoFlow(AutoContinuous):
         return flow_params_from(self.flow, self.prefix, params)
 
     def _init_leaf(self, index: int) -> Callable[[Array], Array]:
+        # one compiled initialiser serves every leaf's numpyro.param (eagerly, each
+        # would otherwise run the whole flow's init op by op)
+        if self._init_leaves is None:
+            self._init_leaves = jax.jit(lambda key: jax.tree.leaves(self.flow.init(
+                key, self.jitter, loc=self._init_latent, scale=self.init_scale)))
+        init_leaves = self._init_leaves
+
         def init(key: Array) -> Array:
-            values = self.flow.init(key, self.jitter, loc=self._init_latent,
-                                    scale=self.init_scale)
-            return jax.tree.leaves(values)[index]
+            return init_leaves(key)[index]
         return init
 
     def _flow_params_from_sites(self) -> Any:
