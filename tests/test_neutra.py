@@ -213,6 +213,8 @@ def test_without_global_moves_chains_stay_in_their_mode(wide_mixture_approx):
         ({"chain_method": "parallel"}, ValueError, "chain_method"),
         ({"potential_fn": abs}, TypeError, "potential_fn"),
         ({"init_latent": jnp.zeros((3, 2))}, ValueError, "init_latent"),
+        ({"refit": -1}, ValueError, "refit must be"),
+        ({"refit": 1}, ValueError, "refit needs an AutoFlow guide"),
     ],
 )
 def test_bad_input_is_refused(kwargs, error, match):
@@ -230,3 +232,46 @@ def test_refuses_non_autocontinuous_guide():
     )
     with pytest.raises(TypeError, match="AutoContinuous"):
         neutra(approx)
+
+
+@pytest.fixture(scope="module")
+def narrow_left_approx():
+    """An AutoFlow ``scale-loc`` sitting on the left mode only, as a mode-seeking
+    variational fit would: x = -6 + z. Latent z = 12 is the right mode's centre."""
+    guide = AutoFlow(mixture_model, "scale-loc")
+    approx = fit(mixture_model, guide, 0)
+    approx.params = {"auto_0_scale_rho": jnp.log(jnp.expm1(jnp.ones((1, 1)))),
+                     "auto_1_loc_mu": jnp.full((1, 1), -MODE)}
+    return approx
+
+
+def run_refit(approx, refit):
+    # 8 chains, half started in each mode; a global proposal after every transition
+    start = jnp.array([0.0, 2 * MODE] * 4)[:, None]
+    return neutra(approx, num_warmup=400, num_samples=1000, num_chains=8, seed=7,
+                  global_every=1, init_latent=start, refit=refit, refit_steps=300,
+                  refit_lr=0.1)
+
+
+@pytest.mark.slow
+def test_refit_spreads_a_one_mode_flow_so_global_moves_find_the_weights(narrow_left_approx):
+    """Without re-fitting, proposals z' ~ N(0, 1) land only in the left mode and are
+    never accepted from the right one: every chain keeps the mode it ends warm-up in
+    (early warm-up may leap across), so each chain's right fraction is 0 or 1 and
+    the whole is k/8, never 0.7. Re-fitted to the chains' states of the first
+    warm-up window, q covers both modes and the right-mode fraction is 0.7 within MC
+    error."""
+    stuck = run_refit(narrow_left_approx, refit=0)
+    right_per_chain = (stuck.posterior["x"].values > 0).mean(axis=1)
+    assert set(right_per_chain.tolist()) <= {0.0, 1.0}, right_per_chain
+    assert stuck.attrs["n_refits"] == 0
+
+    idata = run_refit(narrow_left_approx, refit=1)
+    assert idata.attrs["n_refits"] == 1
+    right = (idata.posterior["x"].values > 0).astype(float)
+    se = np.sqrt(RIGHT_WEIGHT * (1 - RIGHT_WEIGHT) / float(az.ess(right)))
+    assert abs(right.mean() - RIGHT_WEIGHT) < 5 * se, (right.mean(), se)
+    assert idata.attrs["global_acceptance_rate"] > 0.05
+    # warm-up records both windows; re-fitting spends no target gradient
+    assert idata.warmup_posterior["x"].shape == (8, 400)
+    assert idata.attrs["n_grad_warmup"] == int(idata.warmup_sample_stats["n_steps"].sum()) + 8 * 400

@@ -11,7 +11,8 @@ T only makes p nearly standard normal, so NUTS needs short trajectories and no
 divergences (Hoffman et al. 2019, "NeuTra-lizing bad geometry in Hamiltonian Monte
 Carlo using neural transport", arXiv:1903.03704). Optionally, every ``k`` NUTS
 transitions are followed by an independence proposal z' ~ N(0, I)
-(:mod:`vi.global_moves`), which lets chains jump between modes.
+(:mod:`vi.global_moves`), which lets chains jump between modes, and with ``refit`` the
+flow is re-fitted to the chains' states between warm-up windows (:mod:`vi.refit`).
 
 The chains are a ``lax.scan`` over transitions of NumPyro's NUTS kernel, vectorised
 over chains with ``vmap`` (or run one after the other with ``lax.map``); the host is
@@ -35,7 +36,9 @@ from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.hmc import HMCState
 from numpyro.infer.util import constrain_fn, potential_energy
 
+from guides import AutoFlow
 from vi.global_moves import independence_mh, no_move
+from vi.refit import refit_flow
 
 __all__ = ["neutra", "pulled_back_potential"]
 
@@ -55,7 +58,8 @@ class _Draw(NamedTuple):
     global_accepted: Array
 
 
-def pulled_back_potential(approx: Any) -> Callable[[Array], Array]:
+def pulled_back_potential(approx: Any, params: dict[str, Any] | None = None
+                          ) -> Callable[[Array], Array]:
     """The potential of the target pulled back to the flow's latent space.
 
     U(z) = -log pi(T(z)) - log|det J_T(z)|, where pi is the model's density over its
@@ -67,6 +71,7 @@ def pulled_back_potential(approx: Any) -> Callable[[Array], Array]:
         approx: an ``Approximation`` (``.guide``, an initialised NumPyro
             ``AutoContinuous`` guide; ``.params``; ``.model`` with ``.fn``, ``.args``,
             ``.kwargs``).
+        params: the guide's parameters to use instead of ``approx.params``.
 
     Returns:
         A function from a latent vector of shape ``(guide.latent_dim,)`` to U(z).
@@ -74,7 +79,7 @@ def pulled_back_potential(approx: Any) -> Callable[[Array], Array]:
     _check_approximation(approx)
     guide = approx.guide
     model = approx.model
-    transform = guide.get_transform(approx.params)
+    transform = guide.get_transform(approx.params if params is None else params)
     model_potential = partial(potential_energy, model.fn, tuple(model.args), dict(model.kwargs))
 
     def potential(z: Array) -> Array:
@@ -97,6 +102,9 @@ def neutra(
     *,
     init_latent: Array | None = None,
     chain_method: Literal["vectorized", "sequential"] = "vectorized",
+    refit: int = 0,
+    refit_steps: int = 500,
+    refit_lr: float = 1e-2,
     **nuts_kwargs: Any,
 ) -> az.InferenceData:
     """NeuTra NUTS: NUTS on the pulled-back target, draws returned in the model's space.
@@ -112,9 +120,18 @@ def neutra(
     Each draw z is mapped to x = T(z), unpacked into the model's sites and
     constrained (deterministic sites are recomputed).
 
+    With ``refit=r`` (an :class:`~guides.AutoFlow` guide only), warm-up is split into
+    r + 1 windows of equal length, each with its own adaptation; after each of the
+    first r, the flow is re-fitted by maximum likelihood to all chains' states of
+    that window (:func:`vi.refit.refit_flow`, flowMC's training step), the chains
+    carry on from the same points of the model's space (z' = T'^{-1}(T(z))), and
+    NUTS continues on the target pulled back through the new flow. This spreads a
+    mode-seeking variational fit over every region the chains found, so that global
+    proposals reach them. The kept draws use the last flow.
+
     Gradient evaluations are counted as NUTS leapfrog steps (the sum of ``n_steps``
     over chains and transitions) plus one per global proposal; training is
-    ``approx.n_grad_evals`` (0 if absent).
+    ``approx.n_grad_evals`` (0 if absent). Re-fitting uses no gradient of the target.
 
     Args:
         approx: an ``Approximation`` with an ``AutoContinuous`` guide (see
@@ -128,6 +145,8 @@ def neutra(
         init_latent: initial latent points, shape ``(num_chains, latent_dim)``;
             default: draws from the base N(0, I).
         chain_method: ``"vectorized"`` (``vmap`` over chains) or ``"sequential"``.
+        refit: re-fit the flow this many times during warm-up (0: never).
+        refit_steps, refit_lr: full-batch Adam steps and rate of each re-fit.
         **nuts_kwargs: passed to ``numpyro.infer.NUTS`` (``target_accept_prob``,
             ``dense_mass``, ``max_tree_depth``, ...).
 
@@ -137,8 +156,8 @@ def neutra(
         ``tree_depth``, ``global_proposed``, ``global_accepted``) and their
         ``warmup_`` twins. ``attrs`` holds ``n_grad_training``, ``n_grad_warmup``,
         ``n_grad_sampling``, ``global_acceptance_rate`` (sampling phase; NaN without
-        global moves) and the wall times ``compile_time``, ``warmup_time``,
-        ``sampling_time`` (seconds).
+        global moves), ``n_refits`` and the wall times ``compile_time``,
+        ``warmup_time`` (re-fits included), ``sampling_time`` (seconds).
 
     References:
         Hoffman, Sountsov, Dillon, Langmore, Tran & Vasudevan (2019), arXiv:1903.03704.
@@ -150,13 +169,13 @@ def neutra(
     reserved = _RESERVED_NUTS_KWARGS.intersection(nuts_kwargs)
     if reserved:
         raise TypeError(f"neutra() builds the NUTS target itself; do not pass {sorted(reserved)}")
-    potential = pulled_back_potential(approx)  # validates approx
+    _check_approximation(approx)
     guide = approx.guide
-    base = guide.get_base_dist()
+    _check_refit(guide, refit, refit_steps, refit_lr, num_warmup)
     dim = guide.latent_dim
     key_init, key_chains = jax.random.split(jax.random.key(seed))
     if init_latent is None:
-        init_latent = base.sample(key_init, (num_chains,))
+        init_latent = guide.get_base_dist().sample(key_init, (num_chains,))
     init_latent = jnp.asarray(init_latent)
     if init_latent.shape != (num_chains, dim):
         raise ValueError(
@@ -164,11 +183,78 @@ def neutra(
             f"got {init_latent.shape}"
         )
 
+    windows = _windows(num_warmup, refit)
+    keys = jax.random.split(key_chains, max(len(windows), 1))
+    params, z = approx.params, init_latent
+    times = {"compile_time": 0.0, "warmup_time": 0.0, "sampling_time": 0.0}
+    warm_x: list[Array] = []
+    warm_draws: list[_Draw] = []
+    for w, length in enumerate(windows or [0]):
+        last = w == max(len(windows), 1) - 1
+        init, run = _chains(approx, params, global_every, chain_method, nuts_kwargs)
+        start = time.perf_counter()
+        states = init(keys[w], z, length)
+        # compiled ahead of time so that the reported phase times are sampling only
+        lengths = {length, num_samples} if last else {length}
+        compiled = {n: run.lower(states, n).compile() for n in lengths if n > 0}
+        times["compile_time"] += time.perf_counter() - start
+        if length == 0:
+            break
+        start = time.perf_counter()
+        states, draws = jax.block_until_ready(compiled[length](states))
+        transform = jax.jit(jax.vmap(jax.vmap(guide.get_transform(params))))
+        warm_x.append(transform(draws.z))
+        warm_draws.append(draws)
+        if not last:  # re-fit, and carry the chains over at the same x
+            x_now = transform(states.z[:, None])[:, 0]
+            params, _ = refit_flow(guide, params, warm_x[-1].reshape(-1, dim),
+                                   refit_steps, refit_lr)
+            z = guide.flow.inverse(guide.flow_params(params), x_now)[0]
+        times["warmup_time"] += time.perf_counter() - start
+    start = time.perf_counter()
+    states, draws = jax.block_until_ready(compiled[num_samples](states))
+    times["sampling_time"] = time.perf_counter() - start
+    x = jax.jit(jax.vmap(jax.vmap(guide.get_transform(params))))(draws.z)
+
+    warm = _concat(warm_draws) if warm_draws else None
+    attrs = {
+        "n_grad_training": int(getattr(approx, "n_grad_evals", 0) or 0),
+        "n_grad_warmup": _grad_count(warm),
+        "n_grad_sampling": _grad_count(draws),
+        "global_every": 0 if global_every is None else global_every,
+        "global_acceptance_rate": _global_rate(draws),
+        "n_refits": len(windows) - 1 if windows else 0,
+        **times,
+        "inference_library": "nfvi.neutra (numpyro NUTS)",
+    }
+    groups: dict[str, Any] = {
+        "posterior": _to_model_space(approx, x),
+        "sample_stats": _sample_stats(draws),
+    }
+    if warm is not None:
+        groups["warmup_posterior"] = _to_model_space(approx, jnp.concatenate(warm_x, axis=1))
+        groups["warmup_sample_stats"] = _sample_stats(warm)
+    return az.from_dict(**groups, save_warmup=warm is not None, attrs=attrs)
+
+
+def _chains(
+    approx: Any,
+    params: dict[str, Any],
+    global_every: int | None,
+    chain_method: str,
+    nuts_kwargs: dict[str, Any],
+) -> tuple[Callable[[Array, Array, int], HMCState], Any]:
+    """``init(key, z, num_warmup)``: the chains' NUTS states at latent points ``z``
+    (chains, D); ``run(states, length)``: ``length`` transitions of every chain (jitted,
+    ``length`` static), returning the new states and the :class:`_Draw` records."""
+    potential = pulled_back_potential(approx, params)
+    base = approx.guide.get_base_dist()
     kernel = NUTS(potential_fn=potential, **nuts_kwargs)
     potential_and_grad = jax.value_and_grad(potential)
 
-    def init_chain(key: Array, z0: Array) -> HMCState:
-        return kernel.init(key, num_warmup, z0, (), {})
+    def init(key: Array, z: Array, num_warmup: int) -> HMCState:
+        keys = jax.random.split(key, z.shape[0])
+        return jax.jit(jax.vmap(lambda k, z0: kernel.init(k, num_warmup, z0, (), {})))(keys, z)
 
     def transition(state: HMCState, _: None) -> tuple[HMCState, _Draw]:
         state = kernel.sample(state, (), {})
@@ -195,39 +281,20 @@ def neutra(
             return jax.vmap(one_chain)(states)
         return lax.map(one_chain, states)
 
-    start = time.perf_counter()
-    states = jax.jit(jax.vmap(init_chain))(jax.random.split(key_chains, num_chains), init_latent)
-    # Compile ahead of time so that the reported phase times are sampling only.
-    compiled = {n: run.lower(states, n).compile() for n in {num_warmup, num_samples} if n > 0}
-    compile_time = time.perf_counter() - start
-    start = time.perf_counter()
-    warm_draws: _Draw | None = None
-    if num_warmup > 0:
-        states, warm_draws = jax.block_until_ready(compiled[num_warmup](states))
-    warmup_time = time.perf_counter() - start
-    start = time.perf_counter()
-    states, draws = jax.block_until_ready(compiled[num_samples](states))
-    sampling_time = time.perf_counter() - start
+    return init, run
 
-    attrs = {
-        "n_grad_training": int(getattr(approx, "n_grad_evals", 0) or 0),
-        "n_grad_warmup": _grad_count(warm_draws),
-        "n_grad_sampling": _grad_count(draws),
-        "global_every": 0 if global_every is None else global_every,
-        "global_acceptance_rate": _global_rate(draws),
-        "compile_time": compile_time,
-        "warmup_time": warmup_time,
-        "sampling_time": sampling_time,
-        "inference_library": "nfvi.neutra (numpyro NUTS)",
-    }
-    groups: dict[str, Any] = {
-        "posterior": _to_model_space(approx, draws.z),
-        "sample_stats": _sample_stats(draws),
-    }
-    if warm_draws is not None:
-        groups["warmup_posterior"] = _to_model_space(approx, warm_draws.z)
-        groups["warmup_sample_stats"] = _sample_stats(warm_draws)
-    return az.from_dict(**groups, save_warmup=warm_draws is not None, attrs=attrs)
+
+def _windows(num_warmup: int, refit: int) -> list[int]:
+    """Warm-up split into refit + 1 windows, as equal as can be ([] without warm-up)."""
+    if num_warmup == 0:
+        return []
+    n = refit + 1
+    return [num_warmup // n + (i < num_warmup % n) for i in range(n)]
+
+
+def _concat(parts: list[_Draw]) -> _Draw:
+    """Records of consecutive windows, joined along the draw axis."""
+    return jax.tree.map(lambda *a: jnp.concatenate(a, axis=1), *parts)
 
 
 def _grad_count(draws: _Draw | None) -> int:
@@ -256,16 +323,15 @@ def _sample_stats(draws: _Draw) -> dict[str, np.ndarray]:
     }
 
 
-def _to_model_space(approx: Any, z: Array) -> dict[str, np.ndarray]:
-    """Latent draws (chains, draws, D) -> the model's constrained sites, deterministic too."""
-    transform = approx.guide.get_transform(approx.params)
-    x = approx.guide._unpack_latent(jax.jit(jax.vmap(jax.vmap(transform)))(z))
+def _to_model_space(approx: Any, x: Array) -> dict[str, np.ndarray]:
+    """Flat unconstrained latents x = T(z) (chains, draws, D) -> the model's constrained
+    sites, deterministic ones too."""
     model = approx.model
     values = constrain_fn(
         model.fn,
         tuple(model.args),
         dict(model.kwargs),
-        x,
+        approx.guide._unpack_latent(x),
         return_deterministic=True,
         batch_ndims=2,
     )
@@ -290,6 +356,23 @@ def _check_counts(
         raise ValueError(
             f"global_every must be None (no global moves) or an integer >= 1, got {global_every!r}"
         )
+
+
+def _check_refit(guide: Any, refit: int, steps: int, lr: float, num_warmup: int) -> None:
+    if isinstance(refit, bool) or not isinstance(refit, int | np.integer) or refit < 0:
+        raise ValueError(f"refit must be an integer >= 0, got {refit!r}")
+    if not refit:
+        return
+    if not isinstance(guide, AutoFlow):
+        raise ValueError("refit needs an AutoFlow guide (a flow it can fit by maximum "
+                         f"likelihood, with an inverse); got {type(guide).__name__}")
+    if num_warmup < 2 * (refit + 1):
+        raise ValueError(f"refit={refit} splits warm-up into {refit + 1} windows: give "
+                         f"num_warmup >= {2 * (refit + 1)}, got {num_warmup}")
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
+        raise ValueError(f"refit_steps must be an integer >= 1, got {steps!r}")
+    if not (isinstance(lr, int | float) and lr > 0):
+        raise ValueError(f"refit_lr must be a positive number, got {lr!r}")
 
 
 def _check_approximation(approx: Any) -> None:
