@@ -183,14 +183,14 @@ def neutra(
             f"got {init_latent.shape}"
         )
 
-    windows = _windows(num_warmup, refit)
-    keys = jax.random.split(key_chains, max(len(windows), 1))
+    windows = _windows(num_warmup, refit) or [0]  # one empty window without warm-up
+    keys = jax.random.split(key_chains, len(windows))
     params, z = approx.params, init_latent
     times = {"compile_time": 0.0, "warmup_time": 0.0, "sampling_time": 0.0}
     warm_x: list[Array] = []
     warm_draws: list[_Draw] = []
-    for w, length in enumerate(windows or [0]):
-        last = w == max(len(windows), 1) - 1
+    for w, length in enumerate(windows):
+        last = w == len(windows) - 1
         init, run = _chains(approx, params, global_every, chain_method, nuts_kwargs)
         start = time.perf_counter()
         states = init(keys[w], z, length)
@@ -199,7 +199,7 @@ def neutra(
         compiled = {n: run.lower(states, n).compile() for n in lengths if n > 0}
         times["compile_time"] += time.perf_counter() - start
         if length == 0:
-            break
+            continue
         start = time.perf_counter()
         states, draws = jax.block_until_ready(compiled[length](states))
         transform = jax.jit(jax.vmap(jax.vmap(guide.get_transform(params))))
@@ -223,7 +223,7 @@ def neutra(
         "n_grad_sampling": _grad_count(draws),
         "global_every": 0 if global_every is None else global_every,
         "global_acceptance_rate": _global_rate(draws),
-        "n_refits": len(windows) - 1 if windows else 0,
+        "n_refits": len(warm_draws) - 1 if warm_draws else 0,
         **times,
         "inference_library": "nfvi.neutra (numpyro NUTS)",
     }
