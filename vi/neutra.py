@@ -202,7 +202,7 @@ def neutra(
             continue
         start = time.perf_counter()
         states, draws = jax.block_until_ready(compiled[length](states))
-        transform = jax.jit(jax.vmap(jax.vmap(guide.get_transform(params))))
+        transform = _pushforward(guide, params)
         warm_x.append(transform(draws.z))
         warm_draws.append(draws)
         if not last:  # re-fit, and carry the chains over at the same x
@@ -214,7 +214,7 @@ def neutra(
     start = time.perf_counter()
     states, draws = jax.block_until_ready(compiled[num_samples](states))
     times["sampling_time"] = time.perf_counter() - start
-    x = jax.jit(jax.vmap(jax.vmap(guide.get_transform(params))))(draws.z)
+    x = _pushforward(guide, params)(draws.z)
 
     warm = _concat(warm_draws) if warm_draws else None
     attrs = {
@@ -282,6 +282,11 @@ def _chains(
         return lax.map(one_chain, states)
 
     return init, run
+
+
+def _pushforward(guide: AutoContinuous, params: dict[str, Any]) -> Callable[[Array], Array]:
+    """z -> x = T(z) for latent draws of shape (chains, draws, D), compiled."""
+    return jax.jit(jax.vmap(jax.vmap(guide.get_transform(params))))
 
 
 def _windows(num_warmup: int, refit: int) -> list[int]:
