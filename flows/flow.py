@@ -149,7 +149,7 @@ class Flow:
         """
         if not jitter >= 0:
             raise ValueError(f"jitter must be a non-negative number, got {jitter!r}")
-        params = self._init(key, float(jitter))
+        params = self._init_compiled(key, float(jitter))
         if loc is not None:
             loc = jnp.asarray(loc)
             if loc.shape != (self.dim,):
@@ -167,7 +167,7 @@ class Flow:
         return params
 
     @functools.partial(jax.jit, static_argnums=(0, 2))
-    def _init(self, key: Array, jitter: float) -> Params:
+    def _init_compiled(self, key: Array, jitter: float) -> Params:
         # one compiled call: eagerly, every step's initialiser would dispatch (and
         # compile, the first time) op by op
         return _init(self._nodes, key, jitter)
