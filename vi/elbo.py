@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import Array
+from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.util import potential_energy
 
 from guides import AutoFlow
@@ -62,22 +63,30 @@ def logdensity_loss(guide: AutoFlow, log_density: Callable[[Array], Array], num_
     return loss
 
 
-def model_log_density(model: Any, guide: AutoFlow) -> Callable[[Array], Array] | None:
-    """log p(x) = -U(x) of a NumPyro model over the guide's flat unconstrained latent
-    vector x, or None when the model holds something the ELBO must trace: a
-    ``numpyro.param`` (learned with the guide), a subsampled plate (whose indices are
-    random), or mutable state.
+def flat_potential(model: Any, guide: AutoContinuous) -> Callable[[Array], Array]:
+    """U(x) = -log p(x): NumPyro's ``potential_energy`` of a model (``.fn``, ``.args``,
+    ``.kwargs``) at the flat unconstrained latent vector x of an (already set up)
+    ``AutoContinuous`` guide; the log joint plus the support bijections' log-Jacobians."""
+    energy = partial(potential_energy, model.fn, tuple(model.args), dict(model.kwargs))
 
-    ``model`` has ``.fn``, ``.args``, ``.kwargs``; the guide must be set up.
-    """
+    def potential(x: Array) -> Array:
+        return energy(guide._unpack_latent(x))
+
+    return potential
+
+
+def model_log_density(model: Any, guide: AutoFlow) -> Callable[[Array], Array] | None:
+    """log p(x) = -U(x) (:func:`flat_potential`), or None when the model holds
+    something the ELBO must trace: a ``numpyro.param`` (learned with the guide), a
+    subsampled plate (whose indices are random), or mutable state."""
     for site in guide.prototype_trace.values():
         if site["type"] in ("param", "mutable"):
             return None
         if site["type"] == "plate" and site["args"][1] not in (None, site["args"][0]):
             return None
-    energy = partial(potential_energy, model.fn, tuple(model.args), dict(model.kwargs))
+    potential = flat_potential(model, guide)
 
     def log_density(x: Array) -> Array:
-        return -energy(guide._unpack_latent(x))
+        return -potential(x)
 
     return log_density

@@ -34,9 +34,10 @@ from jax import Array, lax
 from numpyro.infer import NUTS
 from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.hmc import HMCState
-from numpyro.infer.util import constrain_fn, potential_energy
+from numpyro.infer.util import constrain_fn
 
 from guides import AutoFlow
+from vi.elbo import flat_potential
 from vi.global_moves import independence_mh, no_move
 from vi.refit import refit_flow
 
@@ -78,16 +79,15 @@ def pulled_back_potential(approx: Any, params: dict[str, Any] | None = None
     """
     _check_approximation(approx)
     guide = approx.guide
-    model = approx.model
     transform = guide.get_transform(approx.params if params is None else params)
-    model_potential = partial(potential_energy, model.fn, tuple(model.args), dict(model.kwargs))
+    model_potential = flat_potential(approx.model, guide)
 
     def potential(z: Array) -> Array:
         x, intermediates = transform.call_with_intermediates(z)
         log_det = transform.log_abs_det_jacobian(z, x, intermediates=intermediates)
         if jnp.ndim(log_det) == jnp.ndim(z):  # an elementwise transform: sum the event
             log_det = jnp.sum(log_det, axis=-1)
-        return model_potential(guide._unpack_latent(x)) - log_det
+        return model_potential(x) - log_det
 
     return potential
 
