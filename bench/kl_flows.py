@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+from compile_cache import use_fresh_compile_cache
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoBNAFNormal, AutoIAFNormal
 
@@ -225,9 +225,7 @@ def main() -> None:
                              "the slower NumPyro system on each target")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     args = parser.parse_args()
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="nfvi-klf-"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    use_fresh_compile_cache("nfvi-klf-")
     divisor, elbo_samples = (10, 2_000) if args.quick else (1, ELBO_SAMPLES)
     numpyro_steps = NUMPYRO_STEPS // divisor
     pilot_steps = 4 * CHUNK

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from compile_cache import use_fresh_compile_cache
 from jax import Array, lax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoIAFNormal
@@ -336,9 +336,7 @@ def main() -> None:
     # Every fit call traces and jits afresh (NFVI, SVI.run and the bare loop alike);
     # a persistent cache turns the recompilations into look-ups, so the set-up
     # left to cancel in the difference is small and steady.
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="nfvi-bench-"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    use_fresh_compile_cache("nfvi-bench-")
 
     scan = (args.steps // 5, args.steps)
     bar = (args.bar_steps // 5, args.bar_steps)
