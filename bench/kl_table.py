@@ -46,7 +46,7 @@ Optimizer = Callable[[int], optax.GradientTransformation]
 OPTIMIZERS: dict[str, Optimizer] = {
     "adagrad 1e-2": lambda n: optax.adagrad(1e-2),
     "adam 1e-2": lambda n: optax.adam(1e-2),
-    "cosine adam 1e-2 (default)": default_optimizer,
+    "cosine adam 1e-2 (default)": lambda n: default_optimizer(),
 }
 
 PYMC3_KL = {"U1 planar*2": 1.08, "U1 planar*8": 0.135, "U4 planar*10": 1.41}

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax import Array
@@ -16,6 +17,9 @@ from numpyro.infer.initialization import init_to_mean, init_to_uniform
 
 import flows
 from flows import DEFAULT_JITTER, Flow, FlowTransform
+
+QUANTILE_SAMPLES = 10_000
+"""Draws of q behind :meth:`AutoFlow.quantiles` for a flow that is not affine."""
 
 
 def _path_name(path: tuple[Any, ...]) -> str:
@@ -66,11 +70,16 @@ class AutoFlow(AutoContinuous):
         init_scale: initial sigma of the first ``scale`` step (NumPyro's
             ``AutoNormal`` also starts at 0.1): a posterior is usually much
             narrower than N(0, 1) in the unconstrained space.
+        forward_mode_differentiation: find the model's initial point with
+            forward-mode gradients, as NumPyro's guides do, for models written with
+            primitives reverse mode cannot differentiate (``lax.while_loop``); pass
+            the same flag to ``SVI.run``.
     """
 
     def __init__(self, model: Callable[..., Any], flow: str | flows.Formula = "scale-loc", *,
                  prefix: str = "auto", init_loc_fn: Callable[..., Any] | None = None,
-                 jitter: float = DEFAULT_JITTER, init_scale: float = 0.1):
+                 jitter: float = DEFAULT_JITTER, init_scale: float = 0.1,
+                 forward_mode_differentiation: bool = False):
         self.formula = flows.parse(flow)
         if not (isinstance(jitter, int | float) and jitter >= 0):
             raise ValueError(f"jitter must be a non-negative number, got {jitter!r}")
@@ -79,8 +88,8 @@ class AutoFlow(AutoContinuous):
             raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
         self.init_scale = float(init_scale)
         self.flow: Flow | None = None
-        super().__init__(model, prefix=prefix,
-                         init_loc_fn=init_loc_fn or init_to_mean())
+        super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn or init_to_mean(),
+                         forward_mode_differentiation=forward_mode_differentiation)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         self._refuse_discrete(*args, **kwargs)
@@ -88,6 +97,7 @@ class AutoFlow(AutoContinuous):
         self.flow = Flow(self.formula, int(self.latent_dim))
         self._init_leaves = None
         self.param_names = flow_param_names(self.flow, self.prefix)
+        self._quantiles_compiled = jax.jit(self._quantiles, static_argnums=2)
 
     def _refuse_discrete(self, *args: Any, **kwargs: Any) -> None:
         # NumPyro would try to enumerate discrete sites (and ask for funsor): say
@@ -98,12 +108,19 @@ class AutoFlow(AutoContinuous):
         discrete = [name for name, site in trace.items() if site["type"] == "sample"
                     and not site["is_observed"] and site["fn"].support.is_discrete]
         if discrete:
-            raise ValueError(f"AutoFlow guide does not support discrete latent variables "
-                             f"({', '.join(discrete)}): a flow is a continuous density. "
-                             "Marginalise them out of the model, or use a guide for them.")
+            # the first sentence is NumPyro's own (helpful_support_errors), which user
+            # code and NumPyro's tests match on
+            raise ValueError(f"Continuous inference cannot handle discrete sample site "
+                             f"'{discrete[0]}'. AutoFlow guide does not support discrete "
+                             f"latent variables ({', '.join(discrete)}): a flow is a "
+                             "continuous density. Marginalise them out of the model, or "
+                             "use a guide for them.")
 
     def flow_params(self, params: dict[str, Array]) -> Any:
         """The flow's parameter pytree taken out of a NumPyro param dict."""
+        if self.flow is None:
+            raise RuntimeError("AutoFlow has not seen its model yet: run it once (SVI.init, "
+                               "or numpyro.handlers.seed(guide, 0)(*model_args)) first")
         return flow_params_from(self.flow, self.prefix, params)
 
     def _init_leaf(self, index: int) -> Callable[[Array], Array]:
@@ -142,27 +159,82 @@ class AutoFlow(AutoContinuous):
     def _is_affine(self) -> bool:
         return all(flows.lookup(step.name).affine for step in self.formula.steps())
 
-    def median(self, params: dict[str, Array]) -> dict[str, Array]:
-        """Per-site marginal medians in the constrained space (see :meth:`quantiles`)."""
-        return jax.tree.map(lambda v: v[0], self.quantiles(params, [0.5]))
+    def median(self, params: dict[str, Array], *,
+               num_samples: int = QUANTILE_SAMPLES) -> dict[str, Array]:
+        """Per-site marginal medians in the constrained space: ``quantiles(params, 0.5)``
+        (exact for an affine flow, where it is biject_to(T(0)); see :meth:`quantiles`)."""
+        return self.quantiles(params, 0.5, num_samples=num_samples)
 
-    def quantiles(self, params: dict[str, Array], quantiles: Any) -> dict[str, Array]:
-        """Per-site marginal quantiles (leading axis: ``quantiles``).
+    def quantiles(self, params: dict[str, Array], quantiles: Any, *,
+                  num_samples: int = QUANTILE_SAMPLES) -> dict[str, Array]:
+        r"""Per-site marginal quantiles in the constrained space.
 
-        Exact for flows made only of affine steps (``loc``, ``scale``, ``hh``, ...),
-        where q is Gaussian, N(T(0), J J^T), and the q-quantile of coordinate i is
-        T(0)_i + sqrt((J J^T)_ii) Phi^{-1}(q), mapped through each site's
-        (monotone) bijection. Other flows mix coordinates non-linearly: estimate
-        their quantiles from :meth:`sample_posterior`.
+        The result's leading shape is that of ``quantiles`` (none for a scalar), as
+        in NumPyro's guides. The p-quantile u_p of each unconstrained coordinate is
+        mapped through its site's bijection, ``biject_to(support)``; for a site whose
+        bijection acts coordinate by coordinate and increasingly (real, positive,
+        interval supports) that is the constrained marginal quantile, for the others
+        (simplex, ordered, ...) it is NumPyro's convention.
+
+        - Flows made only of affine steps (``loc``, ``scale``, ``hh``): q is
+          N(T(0), J J^T), J the Jacobian of T, and exactly
+
+          .. math:: u_{p,i} = T(0)_i + \sqrt{(J J^T)_{ii}}\, \Phi^{-1}(p).
+
+        - Any other flow: a Monte-Carlo estimate, the empirical p-quantile of each
+          coordinate of T(z_1), ..., T(z_n), z_j ~ N(0, I) drawn with the fixed key
+          ``jax.random.key(0)`` (so the answer is a deterministic function of the
+          parameters, monotone in p), n = ``num_samples``. Its error is
+          asymptotically normal with standard deviation
+
+          .. math:: \operatorname{sd}(\hat u_p) \approx \sqrt{p (1 - p) / n} \,/\, f(u_p),
+
+          f the marginal density of the coordinate: at n = 10,000 and a near-Gaussian
+          marginal of sd sigma, about 0.013 sigma for the median, 0.021 sigma at
+          p = 0.05 and 0.037 sigma at p = 0.01; it shrinks as 1/sqrt(n).
+
+        One compiled call (per structure of the arguments); usable under ``jax.jit``
+        with traced ``params`` and concrete ``quantiles``.
+
+        Args:
+            params: the guide's parameters (``svi.get_params``, ``SVIRunResult.params``).
+            quantiles: a probability or array of probabilities, each strictly in (0, 1).
+            num_samples: n, the draws of the Monte-Carlo estimate (unused when the
+                flow is affine).
+
+        Raises:
+            ValueError: for probabilities outside (0, 1), or n < 1, before any work.
+
+        Reference: A. W. van der Vaart, *Asymptotic Statistics* (1998), ch. 21.
         """
-        if not self._is_affine():
-            raise NotImplementedError(
-                f"marginal quantiles of flow {str(self.formula)!r} have no closed form; "
-                "estimate them from guide.sample_posterior(key, params, sample_shape=(n,))")
+        probs = _probabilities(quantiles)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        self.flow_params(params)  # a wrong dict fails here, before compiling
+        return self._quantiles_compiled(params, jnp.asarray(probs, dtype=float), num_samples)
+
+    def _quantiles(self, params: dict[str, Array], probs: Array,
+                   num_samples: int) -> dict[str, Array]:
         transform = self.get_transform(params)
-        zero = jnp.zeros(self.latent_dim)
-        jac = jax.jacfwd(transform)(zero)
-        sd = jnp.sqrt(jnp.sum(jac * jac, axis=1))
-        q = dist.Normal().icdf(jnp.atleast_1d(jnp.asarray(quantiles, dtype=zero.dtype)))
-        latent = transform(zero) + q[:, None] * sd
+        if self._is_affine():
+            zero = jnp.zeros(self.latent_dim)
+            jac = jax.jacfwd(transform)(zero)
+            sd = jnp.sqrt(jnp.sum(jac * jac, axis=1))
+            latent = transform(zero) + dist.Normal().icdf(probs)[..., None] * sd
+        else:
+            z = jax.random.normal(jax.random.key(0), (num_samples, self.latent_dim))
+            latent = jnp.quantile(transform(z), probs, axis=0)
         return self._unpack_and_constrain(latent, params)
+
+
+def _probabilities(quantiles: Any) -> np.ndarray:
+    """``quantiles`` as a float array of probabilities, each strictly inside (0, 1)."""
+    wrong = (f"quantiles must be concrete probabilities strictly inside (0, 1), "
+             f"got {quantiles!r}")
+    try:
+        probs = np.asarray(quantiles, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(wrong) from None
+    if probs.size == 0 or not np.all((probs > 0) & (probs < 1)):
+        raise ValueError(wrong)
+    return probs

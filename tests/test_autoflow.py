@@ -12,6 +12,7 @@ from numpyro.infer.reparam import NeuTraReparam
 
 import flows
 from guides import AutoFlow
+from guides.autoflow import QUANTILE_SAMPLES
 
 
 def _svi(model, guide, steps, *args, particles=8, lr=1e-2, seed=0, **kwargs):
@@ -139,7 +140,7 @@ def test_get_transform_posterior_and_neutra_agree():
     np.testing.assert_allclose(mapped["s"], direct["s"], rtol=1e-5)
 
 
-def test_quantiles_of_gaussian_flow_and_refusal_for_nonlinear():
+def test_quantiles_of_gaussian_flow():
     guide = AutoFlow(positive_model, "scale-hh*3-loc", jitter=0.7)
     params = _initial_params(positive_model, guide)
     q = guide.quantiles(params, [0.1, 0.5, 0.9])
@@ -149,7 +150,62 @@ def test_quantiles_of_gaussian_flow_and_refusal_for_nonlinear():
         spread = jnp.quantile(draws[name], 0.9, axis=0) - jnp.quantile(draws[name], 0.1, axis=0)
         # quantile MC error at n = 40k is ~1% of the 10-90% spread
         assert bool(jnp.all(jnp.abs(empirical - q[name]) < 0.03 * spread)), name
-    nonlinear = AutoFlow(positive_model, "planar")
-    numpyro.handlers.seed(nonlinear, 0)()
-    with pytest.raises(NotImplementedError, match="sample_posterior"):
-        nonlinear.median({})
+
+
+def test_affine_quantiles_are_exact_not_monte_carlo():
+    guide = AutoFlow(positive_model, "scale-loc", jitter=0.5)
+    params = _initial_params(positive_model, guide)
+    probs = jnp.array([0.05, 0.5, 0.95])
+    # q is N(mu, softplus(rho)^2) coordinate-wise; s's bijection is exp
+    mu, sigma = params["auto_1_loc_mu"][0], jax.nn.softplus(params["auto_0_scale_rho"][0])
+    latent = mu + sigma * dist.Normal().icdf(probs)[:, None]
+    q = guide.quantiles(params, probs)
+    np.testing.assert_allclose(q["s"], jnp.exp(latent[:, 0]), rtol=1e-5)
+    np.testing.assert_allclose(q["v"], latent[:, 1:], rtol=1e-5, atol=1e-6)
+    # a single Monte-Carlo draw would be far off: the closed form does not sample
+    one = guide.quantiles(params, probs, num_samples=1)
+    np.testing.assert_array_equal(one["v"], q["v"])
+
+
+def half_normal_model():
+    numpyro.sample("v", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    numpyro.sample("s", dist.HalfNormal(1.0))
+
+
+def test_monte_carlo_quantiles_of_nonlinear_flow_within_their_error():
+    guide = AutoFlow(half_normal_model, "planar*3", jitter=0.5)
+    params = _initial_params(half_normal_model, guide)
+    probs = jnp.array([0.1, 0.25, 0.5, 0.75, 0.9])
+    q = guide.quantiles(params, probs)
+    median = guide.median(params)
+    n_ref = 200_000
+    draws = guide.sample_posterior(jax.random.key(11), params, sample_shape=(n_ref,))
+    n = QUANTILE_SAMPLES
+    h = 0.01
+    for name in ("v", "s"):
+        assert q[name].shape == (5, *draws[name].shape[1:])
+        np.testing.assert_array_equal(median[name], q[name][2])
+        ref = jnp.quantile(draws[name], probs, axis=0)
+        # sd of a sample p-quantile is sqrt(p (1-p) / n) / f(q_p); 1 / f(q_p) is estimated
+        # from the big sample by the difference quotient (Q(p+h) - Q(p-h)) / 2h
+        upper = jnp.quantile(draws[name], probs + h, axis=0)
+        lower = jnp.quantile(draws[name], probs - h, axis=0)
+        inv_density = (upper - lower) / (2 * h)
+        shape = (-1,) + (1,) * (ref.ndim - 1)
+        binom = jnp.sqrt(probs * (1 - probs)).reshape(shape)
+        se = binom * inv_density * np.sqrt(1 / n + 1 / n_ref)
+        assert bool(jnp.all(jnp.abs(q[name] - ref) < 5 * se)), (name, q[name], ref, se)
+    assert bool(jnp.all(q["s"] > 0))  # mapped through exp, not left unconstrained
+    # one compiled call, also under an outer jit
+    jitted = jax.jit(guide.median)(params)
+    np.testing.assert_allclose(jitted["s"], median["s"], rtol=1e-6)
+
+
+def test_quantiles_refuse_probabilities_outside_the_open_unit_interval():
+    guide = AutoFlow(half_normal_model, "planar")
+    params = _initial_params(half_normal_model, guide)
+    for bad in ([0.0, 0.5], 1.0, [0.5, float("nan")], [], "median"):
+        with pytest.raises(ValueError, match="strictly inside \\(0, 1\\)"):
+            guide.quantiles(params, bad)
+    with pytest.raises(ValueError, match="num_samples"):
+        guide.quantiles(params, [0.5], num_samples=0)

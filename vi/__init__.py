@@ -8,7 +8,8 @@ from vi.approximation import Approximation, load
 from vi.callbacks import CheckParametersConvergence, EarlyStopping, Tracker
 from vi.model import Model
 from vi.neutra import neutra
-from vi.nfvi import ADVI, NFVI, FitError, FullRankADVI, default_optimizer
+from vi.nfvi import ADVI, NFVI, FitError, FullRankADVI
+from vi.optim import default_optimizer
 
 __all__ = [
     "ADVI",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 import zipfile
 from collections.abc import Callable
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from numpyro.infer import Predictive, Trace_ELBO
 
 from flows import Flow
 from guides.autoflow import AutoFlow, flow_params_from
+from vi.diagnostics import MIN_SAMPLES, Diagnosis
+from vi.elbo import model_log_density
 from vi.model import Model
 
 FORMAT = "nfvi-approximation"
@@ -81,11 +85,38 @@ class Approximation:
         z = jax.random.normal(self._key(key), (n, self.flow.dim))
         return self.flow.forward(self.flow_params, z)[0]
 
-    def sample(self, n: int, key: Array | int | None = None) -> Array | dict[str, Array]:
-        """n draws from q: an array (n, dim) for a log-density model, else a dict
-        site -> array (n, ...) in each site's own (constrained) space."""
+    def sample(self, n: int, key: Array | int | None = None, resample: bool = False
+               ) -> Array | dict[str, Array]:
+        r"""n draws from q: an array (n, dim) for a log-density model, else a dict
+        site -> array (n, ...) in each site's own (constrained) space.
+
+        With ``resample=True``, n draws of sampling-importance-resampling instead:
+        M = max(4n, 4096) fresh draws x_i ~ q are weighted by their PSIS-smoothed
+        ratios w~_i proportional to p(x_i, y) / q(x_i) (:meth:`diagnose`), and n of
+        them are drawn with replacement with probabilities w~_i. They approximate
+        draws from the posterior itself, correcting q's bias, as far as the
+        diagnosis is usable (k-hat < 0.7); otherwise a warning says so, since then
+        the few largest weights dominate and the draws are unreliable. Repeats are
+        expected (about n^2 / ESS pairs). This needs a flow guide on a model whose
+        density is a function of the flat latent vector (see :meth:`diagnose`).
+
+        References:
+            Vehtari et al. (2024), "Pareto smoothed importance sampling", JMLR 25(72).
+        """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        if resample:
+            self._require_model("importance resampling")
+            if self._weigh is None:
+                raise ValueError("importance resampling needs a flow guide on a model without "
+                                 "numpyro.param sites, subsampled plates or mutable state; "
+                                 "diagnose() still grades this approximation")
+            draw_key, pick_key = jax.random.split(self._key(key))
+            diagnosis = self.diagnose(max(4 * n, 4096), draw_key)
+            if not diagnosis.usable:
+                warnings.warn(f"importance resampling is unreliable here: {diagnosis.verdict}",
+                              stacklevel=2)
+            return diagnosis.resample(n, pick_key)
         if self.flow is not None:
             latent = self.sample_latent(n, key)
             if self._logdensity:
@@ -135,8 +166,7 @@ class Approximation:
         """``num_samples`` independent one-draw ELBO terms
         l_i = log p(x_i, y) - log q(x_i), x_i ~ q (vectorised, one compiled call);
         their mean is the ELBO and sd / sqrt(n) its Monte-Carlo standard error."""
-        if self.model is None:
-            raise ValueError("the ELBO needs the model: load with vi.load(path, model=...)")
+        self._require_model("the ELBO")
         model, guide, params, elbo = self.model, self.guide, self.params, Trace_ELBO()
 
         @jax.jit
@@ -145,6 +175,71 @@ class Approximation:
                                                   **model.kwargs))(keys)
 
         return np.asarray(terms(jax.random.split(self._key(key), num_samples)))
+
+    def _require_model(self, what: str) -> None:
+        if self.model is None:
+            raise ValueError(f"{what} needs the model: load with vi.load(path, model=...)")
+
+    @cached_property
+    def _weigh(self) -> Callable[[Any, Array, int], tuple[Array, Array]] | None:
+        """``weigh(flow_params, key, m)``: m draws x = T(z), z ~ N(0, I), in the flat
+        unconstrained latent space with log w = log p(x) - log q(x) (compiled once per
+        m); ``None`` when p is not a function of that vector alone (no flow, or a
+        model that the ELBO must trace: see :func:`vi.elbo.model_log_density`)."""
+        if self.flow is None or self.model is None:
+            return None
+        if self.model.dim is not None:
+            log_density = self.model.log_density
+        else:
+            log_density = model_log_density(self.model, self.guide)
+            if log_density is None:
+                return None
+        flow, log_p = self.flow, jax.vmap(log_density)
+
+        @partial(jax.jit, static_argnums=2)
+        def weigh(flow_params: Any, key: Array, m: int) -> tuple[Array, Array]:
+            x, log_q = flow.sample_and_log_prob(flow_params, key, (m,))
+            return x, log_p(x) - log_q
+
+        return weigh
+
+    def diagnose(self, num_samples: int = 4096, key: Array | int | None = None) -> Diagnosis:
+        r"""Grade q against the posterior from ``num_samples`` fresh draws x_i ~ q.
+
+        The log importance ratios log w_i = log p(x_i, y) - log q(x_i) give the ELBO
+        (their mean) with its standard error, and PSIS (``arviz.psislw``) the Pareto
+        shape k-hat of the ratios' right tail: k-hat < 0.5, q is close to p;
+        k-hat < 0.7, importance resampling of q's draws gives usable posterior
+        expectations; above, q misses mass that reweighting cannot restore (see
+        :class:`vi.diagnostics.Diagnosis` for the fields and the verdict).
+
+        For a flow guide on a model whose density is a function of the flat
+        unconstrained latent vector (every log-density model; a NumPyro model
+        without ``numpyro.param`` sites, subsampled plates or mutable state),
+        log w_i = log p(T(z_i)) - log N(z_i; 0, I) + log|det J_T(z_i)| is computed
+        there, where log p = -U is NumPyro's potential energy (the same terms as
+        :meth:`elbo_terms`), and the draws are kept for :meth:`Diagnosis.resample`.
+        Otherwise the terms are :meth:`elbo_terms` and no draws are kept.
+
+        References:
+            Yao, Vehtari, Simpson & Gelman (2018), "Yes, but did it work?: evaluating
+            variational inference"; Vehtari, Simpson, Gelman, Yao & Gabry (2024),
+            "Pareto smoothed importance sampling", JMLR 25(72).
+        """
+        if (isinstance(num_samples, bool) or not isinstance(num_samples, int)
+                or num_samples < MIN_SAMPLES):
+            raise ValueError(f"num_samples must be an integer >= {MIN_SAMPLES} (the Pareto fit "
+                             f"of the weights' tail needs them), got {num_samples!r}")
+        self._require_model("the diagnosis")
+        formula = str(self.flow.formula) if self.flow is not None else None
+        dim = self.flow.dim if self.flow is not None else None
+        if self._weigh is None:
+            return Diagnosis.from_log_weights(self.elbo_terms(num_samples, key),
+                                              formula=formula, dim=dim)
+        latent, log_w = self._weigh(self.flow_params, self._key(key), num_samples)
+        draws = (latent if self._logdensity
+                 else self.guide._unpack_and_constrain(latent, self.params))
+        return Diagnosis.from_log_weights(np.asarray(log_w), draws, formula=formula, dim=dim)
 
     def elbo(self, num_samples: int = 4096, key: Array | int | None = None) -> float:
         """A precise ELBO estimate, E_q[log p(x, y) - log q(x)], the mean of

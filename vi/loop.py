@@ -1,9 +1,10 @@
 """The compiled core of the fit: many optimisation steps fused into one ``lax.scan``.
 
-A chunk runs ``blocks x every`` steps on device; the host sees it once (losses,
-the Tracker's records, failure counts). Steps past ``limit`` are no-ops, so one
-compiled chunk serves any number of steps. Independent restarts are a leading
-axis of the state, stepped together by ``vmap``.
+A chunk runs up to ``blocks x every`` steps on device; the host sees it once (losses,
+the Tracker's records, failure counts). Steps past ``limit`` (a traced argument) are
+skipped by a real branch, so one compiled chunk serves a call of any length at the
+cost of the steps it takes: ``fit(500)`` and ``fit(25_000)`` run the same program.
+Independent restarts are a leading axis of the state, stepped together by ``vmap``.
 
 A step whose loss, gradient or updated parameters are not finite is skipped:
 parameters and optimiser state stay as they were, and the step is counted.
@@ -22,6 +23,9 @@ from jax import Array, lax
 LossFn = Callable[[Any, Array], Array]
 """loss(unconstrained_params, rng_key) -> scalar negative ELBO."""
 
+Chunk = Callable[["LoopState", Array], tuple["LoopState", Array, dict[str, Array]]]
+"""chunk(state, limit) -> (state, losses (restarts, length), records)."""
+
 
 class LoopState(NamedTuple):
     """Everything a chunk carries, each with a leading restart axis."""
@@ -29,7 +33,7 @@ class LoopState(NamedTuple):
     params: Any  # unconstrained parameters
     opt_state: Any
     key: Array
-    step: Array  # steps done (attempted), int32
+    step: Array  # steps done (attempted), int32; the same for every restart
     n_skipped: Array  # non-finite steps skipped so far
     run_skipped: Array  # current run of consecutive skipped steps
 
@@ -49,22 +53,22 @@ def _all_finite(tree: Any) -> Array:
 
 def make_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, blocks: int,
                every: int, max_failures: int,
-               measure: Callable[[Any, Any], dict[str, Array]] | None = None
-               ) -> Callable[[LoopState, Array], tuple[LoopState, Array, dict[str, Array]]]:
+               measure: Callable[[Any, Any], dict[str, Array]] | None = None) -> Chunk:
     """Build the jitted ``chunk(state, limit) -> (state, losses, records)``.
 
     ``losses`` has shape (restarts, blocks * every), NaN for skipped or inactive
     steps; ``records`` maps names to arrays of shape (restarts, blocks, ...), one
     record (``measure(params, grads)`` at the block's last step) per block. After
-    ``max_failures`` consecutive skipped steps a restart stops stepping.
+    ``max_failures`` consecutive skipped steps a restart stops updating.
     """
+    tracked = measure is not None
 
-    def step(state: LoopState, limit: Array) -> tuple[LoopState, Array, Any]:
+    def step(state: LoopState) -> tuple[LoopState, Array, Any]:
         key, sub = jax.random.split(state.key)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, sub)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        active = (state.step < limit) & (state.run_skipped < max_failures)
+        active = state.run_skipped < max_failures
         ok = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
         keep = active & ok
 
@@ -74,28 +78,36 @@ def make_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, bloc
         skipped = active & ~ok
         new = LoopState(
             pick(params, state.params), pick(opt_state, state.opt_state),
-            jnp.where(active, key, state.key), state.step + active,
+            jnp.where(active, key, state.key), state.step + 1,
             state.n_skipped + skipped,
             jnp.where(skipped, state.run_skipped + 1, jnp.where(keep, 0, state.run_skipped)))
-        return new, jnp.where(keep, loss, jnp.nan), grads
+        return new, jnp.where(keep, loss, jnp.nan), grads if tracked else None
+
+    steps = jax.vmap(step)
+
+    def skip(state: LoopState) -> tuple[LoopState, Array, Any]:
+        grads = jax.tree.map(jnp.zeros_like, state.params) if tracked else None
+        return state, jnp.full(state.step.shape, jnp.nan), grads
 
     def block(state: LoopState, limit: Array) -> tuple[LoopState, tuple[Array, dict]]:
         # Only the last gradient of a block is recorded: carry it, never stack it.
         def inner(carry: tuple[LoopState, Any], _: None) -> tuple[tuple[LoopState, Any], Array]:
             s, g = carry
-            s, loss, new_g = step(s, limit)
-            return (s, new_g if measure is not None else g), loss
+            # Every restart has taken the same number of steps, so this predicate is
+            # not batched and the branch is real: steps past the limit cost nothing.
+            s, loss, new_g = lax.cond(s.step[0] < limit, steps, skip, s)
+            return (s, new_g if tracked else g), loss
 
-        grads0 = jax.tree.map(jnp.zeros_like, state.params) if measure is not None else None
+        grads0 = jax.tree.map(jnp.zeros_like, state.params) if tracked else None
         (state, grads), losses = lax.scan(inner, (state, grads0), None, length=every)
-        records = measure(state.params, grads) if measure is not None else {}
+        records = jax.vmap(measure)(state.params, grads) if tracked else {}
         return state, (losses, records)
 
-    def one_restart(state: LoopState, limit: Array) -> tuple[LoopState, Array, dict]:
-        def outer(s: LoopState, _: None) -> tuple[LoopState, tuple[Array, dict]]:
-            return block(s, limit)
+    def chunk(state: LoopState, limit: Array) -> tuple[LoopState, Array, dict]:
+        state, (losses, records) = lax.scan(lambda s, _: block(s, limit), state, None,
+                                            length=blocks)
+        # losses: (blocks, every, restarts); records: (blocks, restarts, ...)
+        losses = jnp.moveaxis(losses.reshape(blocks * every, -1), 0, 1)
+        return state, losses, jax.tree.map(lambda r: jnp.moveaxis(r, 0, 1), records)
 
-        state, (losses, records) = lax.scan(outer, state, None, length=blocks)
-        return state, losses.reshape(-1), records
-
-    return jax.jit(jax.vmap(one_restart, in_axes=(0, None)))
+    return jax.jit(chunk)
