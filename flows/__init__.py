@@ -23,7 +23,7 @@ from flows import (  # noqa: F401  (registration)
 )
 from flows.bijection import Bijection, Params
 from flows.density import DensityFit, fit_to_samples
-from flows.flow import DEFAULT_JITTER, Flow
+from flows.flow import DEFAULT_JITTER, Flow, scan_unroll
 from flows.formula import Formula, FormulaError, Group, Step, parse
 from flows.options import Option
 from flows.registry import available, lookup, register
@@ -46,4 +46,5 @@ __all__ = [
     "lookup",
     "parse",
     "register",
+    "scan_unroll",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,23 @@ UNROLL = 16
 own overhead dominates (planar*10 in 2-D: 26k fit steps/s rolled, 57k unrolled); up
 to this many layers the code is straight-line, and compile time stops growing
 beyond it whatever the count."""
+
+_unroll = contextvars.ContextVar("flows_unroll", default=UNROLL)
+
+
+@contextlib.contextmanager
+def scan_unroll(layers: int) -> Iterator[None]:
+    """Trace flows inside this block with at most ``layers`` layers per scan iteration
+    (default :data:`UNROLL`). ``scan_unroll(1)`` gives a rolled loop, which compiles
+    several times faster and runs a few times slower: the fit loop uses it for its
+    first chunk (see :mod:`vi.program`)."""
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"layers must be a positive integer, got {layers!r}")
+    token = _unroll.set(layers)
+    try:
+        yield
+    finally:
+        _unroll.reset(token)
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,7 @@ def _init(nodes: tuple[_Node, ...], key: Array, jitter: float) -> Params:
     return params
 
 
-def _apply(nodes: tuple[_Node, ...], params: Params, z: Array, inverse: bool
+def _apply(nodes: tuple[_Node, ...], params: Params, z: Array, inverse: bool, unroll: int
            ) -> tuple[Array, Array]:
     """Run ``nodes`` on one vector; each repeated node is one ``lax.scan``."""
     log_det = jnp.zeros((), z.dtype)
@@ -72,7 +92,7 @@ def _apply(nodes: tuple[_Node, ...], params: Params, z: Array, inverse: bool
             if node.bijection is not None:
                 method = node.bijection.inverse if inverse else node.bijection.forward
                 return method(p, v)
-            return _apply(node.children, p, v, inverse)
+            return _apply(node.children, p, v, inverse, unroll)
 
         stacked = params[node.key]
         if node.count == 1:
@@ -86,8 +106,12 @@ def _apply(nodes: tuple[_Node, ...], params: Params, z: Array, inverse: bool
                 return (v, total + step_log_det), None
 
             (z, log_det), _ = lax.scan(body, (z, log_det), stacked, reverse=inverse,
-                                       unroll=min(node.count, UNROLL))
+                                       unroll=min(node.count, unroll))
     return z, log_det
+
+
+def _has_repeats(nodes: tuple[_Node, ...]) -> bool:
+    return any(n.count > 1 or _has_repeats(n.children) for n in nodes)
 
 
 def _has_inverse(nodes: tuple[_Node, ...]) -> bool:
@@ -195,14 +219,25 @@ class Flow:
                              f"{expected} (as from {self!r}.init(key)), got {shapes}")
         return value
 
-    @functools.partial(jax.jit, static_argnums=(0, 3))
-    def _batched(self, params: Params, value: Array, inverse: bool) -> tuple[Array, Array]:
+    @property
+    def has_repeats(self) -> bool:
+        """Whether some step or group is repeated (``*k``, k > 1): a ``lax.scan``, whose
+        unrolling :func:`scan_unroll` sets."""
+        return _has_repeats(self._nodes)
+
+    @functools.partial(jax.jit, static_argnums=(0, 3, 4))
+    def _batched_unrolled(self, params: Params, value: Array, inverse: bool, unroll: int
+                          ) -> tuple[Array, Array]:
         # jitted so that an eager call (a guide's first draw, a plot) is one compiled
-        # program, not hundreds of op-by-op dispatches; inside a trace it inlines
+        # program, not hundreds of op-by-op dispatches; inside a trace it inlines.
+        # ``unroll`` is static so that a trace under scan_unroll is never reused.
         batch = value.shape[:-1]
         flat = value.reshape((-1, self.dim))
-        out, log_det = jax.vmap(lambda v: _apply(self._nodes, params, v, inverse))(flat)
+        out, log_det = jax.vmap(lambda v: _apply(self._nodes, params, v, inverse, unroll))(flat)
         return out.reshape(value.shape), log_det.reshape(batch)
+
+    def _batched(self, params: Params, value: Array, inverse: bool) -> tuple[Array, Array]:
+        return self._batched_unrolled(params, value, inverse, _unroll.get())
 
     def forward(self, params: Params, z: Array) -> tuple[Array, Array]:
         """x = f(z) and log|det df/dz| for z of shape (..., dim)."""

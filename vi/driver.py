@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from vi.loop import Chunk, LoopState
+from vi.loop import LoopState
 from vi.plan import FitPlan
+from vi.program import Runner
 
 
 class FitError(RuntimeError):
@@ -56,7 +56,7 @@ def best_recent(losses: list[np.ndarray]) -> int:
     return int(np.argmin(np.where(np.isnan(means), np.inf, means)))
 
 
-def drive(run: Chunk, state: LoopState, plan: FitPlan,
+def drive(run: Runner, state: LoopState, plan: FitPlan,
           approximation: Callable[[LoopState, int, list[np.ndarray]], Any],
           keep: Callable[[LoopState], None]) -> Outcome:
     """Run ``plan.n`` steps of ``run`` from ``state``.
@@ -66,19 +66,19 @@ def drive(run: Chunk, state: LoopState, plan: FitPlan,
     its progress. Returns the :class:`Outcome`; a callback's ``StopIteration``,
     Ctrl-C and a run of ``max_failures`` non-finite steps end the call early.
     """
-    n, length, every, blocks = plan.n, plan.length, plan.every, plan.blocks
+    n, every, blocks = plan.n, plan.every, plan.blocks
     start = int(state.step[0])
-    limit = jnp.asarray(start + n, jnp.int32)
+    end = start + n
     outcome = Outcome(state)
     bar = tqdm(total=n, disable=not plan.progress, dynamic_ncols=True)
     try:
         done = 0
-        pending = run(state, limit)
+        pending = run(state, end, start)
         while done < n:
-            state, losses, records = pending
-            pending = run(state, limit) if done + length < n else None
+            state, losses, records, reached = pending
+            pending = run(state, end, reached) if reached < end else None
             losses = np.asarray(losses)
-            steps_done = int(state.step[0]) - start
+            steps_done = reached - start
             taken = steps_done - done
             outcome.losses.append(losses[:, :taken])
             outcome.state = state
@@ -103,8 +103,6 @@ def drive(run: Chunk, state: LoopState, plan: FitPlan,
                 approx = approximation(state, best, outcome.losses)
                 for cb in plan.callbacks:
                     cb(approx, approx.hist, start + done)
-            if pending is None and done < n:
-                pending = run(state, limit)
     except StopIteration as stop:
         outcome.stop_message = str(stop)
     except KeyboardInterrupt:

@@ -6,12 +6,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
 from numpyro import handlers
 from numpyro.infer import SVI
 from numpyro.infer.elbo import ELBO
+from numpyro.infer.initialization import init_to_uniform, init_to_value
 from tqdm.auto import tqdm
 
 import flows
@@ -26,6 +28,13 @@ from vi.plan import plan_fit
 from vi.program import FitProgram
 
 __all__ = ["ADVI", "NFVI", "FitError", "FullRankADVI"]
+
+INIT_RETRIES = 4
+"""Jittered initial points tried when the density is not finite at the model's own."""
+
+
+def _identity(params: Any) -> Any:
+    return params
 
 
 class NFVI:
@@ -76,12 +85,68 @@ class NFVI:
                  else type(self.guide).__name__)
         return f"NFVI({guide!r}, {self.model!r})"
 
+    def _setup_guide(self, key: Array) -> None:
+        """Build the guide's prototype (NumPyro runs the model once at its initial
+        point). Where the density or its gradient is not finite there (a norm |x| at
+        the origin), retry from ``INIT_RETRIES`` jittered initial points: the ELBO
+        never evaluates the initial point itself, only draws around it."""
+        guide, args, kwargs = self.guide, self.model.args, self.model.kwargs
+        if getattr(guide, "prototype_trace", ()) is not None:
+            return  # not an autoguide, or already set up
+        # Build only the prototype (a full guide call would also draw once, eagerly),
+        # outside svi.init, so that the initial parameters do not depend on whether
+        # someone (the command line, a user) already ran the guide once.
+        setup = guide._setup_prototype if isinstance(guide, AutoFlow) else guide
+        strategy = guide.init_loc_fn
+        try:
+            for attempt in range(INIT_RETRIES + 1):
+                key, sub = jax.random.split(key)
+                if attempt:
+                    guide.init_loc_fn = self._jittered_init(sub, attempt)
+                try:
+                    with handlers.block():
+                        handlers.seed(setup, sub)(*args, **kwargs)
+                    return
+                except RuntimeError as err:
+                    if "valid initial parameters" not in str(err):
+                        raise
+        finally:
+            guide.init_loc_fn = strategy
+        raise ValueError(f"{self.model!r}: the log density or its gradient is not finite at "
+                         f"the initial point nor at {INIT_RETRIES} jittered points near it; "
+                         "check the model (or give another init point: "
+                         "Model.from_logdensity(fn, dim, init=...))")
+
+    def _jittered_init(self, key: Array, attempt: int) -> Callable[..., Any]:
+        """The ``attempt``-th fallback init strategy: the log density's init point plus
+        N(0, (0.1 attempt)^2) noise, or NumPyro's uniform draws in (-2, 2) for a model."""
+        model = self.model
+        if model.dim is None:
+            return init_to_uniform(radius=2.0)
+        start = model.init_loc_fn.keywords["values"][model.site]
+        noise = 0.1 * attempt * jax.random.normal(key, start.shape)
+        return init_to_value(values={model.site: start + noise})
+
     def _init_params(self, keys: Array, elbo: ELBO) -> tuple[Any, Callable[[Any], Any]]:
         """Unconstrained initial parameters for each key, stacked, and the map to the
-        constrained ones. The first init runs eagerly (it builds the guide's
-        prototype); the rest are one vmapped call."""
-        svi = SVI(self.model.fn, self.guide, optax.identity(), loss=elbo)
-        args, kwargs = self.model.args, self.model.kwargs
+        constrained ones.
+
+        An :class:`~guides.AutoFlow` on a model without ``numpyro.param`` or mutable
+        sites has only the flow's parameters, all unconstrained: one compiled call
+        draws them for every key. Other guides go through ``SVI.init`` (the first
+        eagerly, the rest in one vmapped call).
+        """
+        self._setup_guide(keys[0])
+        guide, args, kwargs = self.guide, self.model.args, self.model.kwargs
+        if isinstance(guide, AutoFlow) and not any(
+                site["type"] in ("param", "mutable") for site in guide.prototype_trace.values()):
+            # Flow.init is compiled once per formula and process, so a second NFVI
+            # of the same flow starts without compiling it again
+            draws = [jax.tree.leaves(guide.flow.init(k, guide.jitter, loc=guide._init_latent,
+                                                     scale=guide.init_scale)) for k in keys]
+            stacked = [jnp.stack(leaves) for leaves in zip(*draws, strict=True)]
+            return dict(zip(guide.param_names, stacked, strict=True)), _identity
+        svi = SVI(self.model.fn, guide, optax.identity(), loss=elbo)
 
         def unconstrained(key: Array) -> Any:
             state = svi.init(key, *args, **kwargs)
@@ -89,20 +154,7 @@ class NFVI:
                 raise ValueError("models with numpyro.mutable state are not supported")
             return svi.optim.get_params(state.optim_state)
 
-        try:
-            if getattr(self.guide, "prototype_trace", ()) is None:
-                # Build the autoguide's prototype first, outside svi.init, so the
-                # initial parameters do not depend on whether someone (the command
-                # line, a user) already ran the guide once.
-                with handlers.block():
-                    handlers.seed(self.guide, keys[0])(*args, **kwargs)
-            first = unconstrained(keys[0])
-        except RuntimeError as err:
-            if "valid initial parameters" not in str(err):
-                raise
-            raise ValueError(f"{self.model!r}: the log density or its gradient is not finite "
-                             "at the initial point; check the model (or give another init "
-                             "point: Model.from_logdensity(fn, dim, init=...))") from None
+        first = unconstrained(keys[0])
         if keys.shape[0] == 1:
             stacked = jax.tree.map(lambda a: a[None], first)
         else:
@@ -176,8 +228,7 @@ class NFVI:
                 state = state._replace(key=jax.random.split(run_key, state.key.shape[0]))
         self._optimizer = optimizer
         state = state._replace(opt_state=start_call(state.opt_state, plan.n, rate))
-        run = self._program.chunk(plan, optimizer, jax.tree.map(lambda a: a[0], state.params))
-        outcome = drive(run, state, plan,
+        outcome = drive(self._program.runner(plan, optimizer, state), state, plan,
                         lambda s, r, losses: self._approximation(s, r, losses, plan.particles),
                         self._keep)
         if outcome.losses:

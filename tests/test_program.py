@@ -1,0 +1,144 @@
+"""vi.program, vi.optim and vi.plan: the compiled fit program is reused, continuation is
+exact, what changes between calls is traced state, bad fit arguments fail early."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import optax
+import pytest
+
+from vi import NFVI, Model, Tracker, default_optimizer
+from vi.optim import optimizer_signature, scale_by_fit_cosine, start_call
+
+MEAN = jnp.array([1.0, -2.0])
+
+
+def counted_model() -> tuple[Model, list[int]]:
+    """A 2-d Gaussian log density that counts how often it is traced."""
+    traces = [0]
+
+    def log_density(x):
+        traces[0] += 1  # Python side effect: runs once per trace, never per step
+        return dist.Normal(MEAN, 1.0).to_event(1).log_prob(x)
+
+    return Model.from_logdensity(log_density, 2), traces
+
+
+def test_a_second_fit_with_the_same_structure_traces_nothing():
+    model, traces = counted_model()
+    inf = NFVI("planar*3", model)
+    inf.fit(300, n_mc=2, progress=False)
+    after_first = traces[0]
+    inf.fit(300, n_mc=2, progress=False)
+    inf.fit(1700, n_mc=2, progress=False)  # another n: a traced limit, not a constant
+    inf.fit(200, n_mc=2, progress=False, learning_rate=3e-3)  # a traced rate
+    assert traces[0] == after_first
+    assert len(inf.hist) == 2500
+    inf.fit(100, n_mc=4, progress=False)  # a new structure does trace
+    assert traces[0] > after_first
+
+
+def test_a_new_optimizer_object_of_the_same_kind_reuses_the_program():
+    model, traces = counted_model()
+    inf = NFVI("planar*2", model)
+    inf.fit(200, optimizer=optax.adam(1e-2), progress=False)
+    after_first = traces[0]
+    inf.fit(200, optimizer=optax.adam(1e-2), progress=False)
+    assert traces[0] == after_first
+    inf.fit(200, optimizer=optax.adam(1e-3), progress=False)  # another constant: compiles
+    assert traces[0] > after_first
+
+
+@pytest.mark.parametrize("splits", [(500, 500), (300, 1200)])
+def test_continuation_is_exact(splits):
+    """fit(a) then fit(b) equals fit(a + b) with the same optimizer and keys, also across
+    the first chunk (rolled compile) and the later ones (unrolled)."""
+    model, _ = counted_model()
+    opt = optax.adam(1e-2)
+    parts = NFVI("planar*3", model, seed=1)
+    for n in splits:
+        parts.fit(n, optimizer=opt, n_mc=2, progress=False)
+    whole = NFVI("planar*3", model, seed=1).fit(sum(splits), optimizer=optax.adam(1e-2),
+                                                 n_mc=2, progress=False)
+    np.testing.assert_array_equal(parts.hist, whole.hist)
+    for name, value in whole.params.items():
+        np.testing.assert_array_equal(parts.approx.params[name], value)
+
+
+def test_fit_cosine_follows_its_formula_and_restarts_each_call():
+    opt = scale_by_fit_cosine(peak=0.5, alpha=0.1)
+    state = start_call(opt.init(None), n=4, learning_rate=None)
+    rates = []
+    for _ in range(6):
+        update, state = opt.update(jnp.ones(()), state)
+        rates.append(-float(update))
+    t = np.minimum(np.arange(6), 4) / 4
+    np.testing.assert_allclose(rates, 0.5 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t))),
+                               rtol=1e-6)
+    state = start_call(state, n=10, learning_rate=0.2)
+    update, _ = opt.update(jnp.ones(()), state)
+    assert float(update) == pytest.approx(-0.2)
+
+
+def test_learning_rate_sets_an_inject_hyperparams_optimizer():
+    model, _ = counted_model()
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=1e-2)
+    inf = NFVI("loc", model, jitter=0.0)
+    inf.fit(1, optimizer=opt, learning_rate=0.25, progress=False)
+    np.testing.assert_allclose(inf._state.opt_state.hyperparams["learning_rate"], [0.25])
+    # SGD on a shift: mu_1 = mu_0 - rate * (z + mu_0 - MEAN), for the step's draw z; a
+    # second step at rate 0 must leave mu where it is
+    before = inf.approx.params["auto_0_loc_mu"]
+    inf.fit(1, optimizer=opt, learning_rate=1e-12, progress=False)
+    np.testing.assert_allclose(inf.approx.params["auto_0_loc_mu"], before, atol=1e-9)
+
+
+def test_learning_rate_for_an_optimizer_without_one_is_refused_before_work():
+    model, traces = counted_model()
+    with pytest.raises(ValueError, match="inject_hyperparams"):
+        NFVI("loc", model).fit(10, optimizer=optax.adam(1e-2), learning_rate=1e-3,
+                               progress=False)
+    with pytest.raises(ValueError, match="learning_rate must be a positive number"):
+        NFVI("loc", model).fit(10, learning_rate=-1.0, progress=False)
+    assert traces == [0]
+
+
+def test_optimizer_signature_tells_computations_apart():
+    params = {"a": jnp.zeros(3)}
+    assert optimizer_signature(optax.adam(1e-2), params) == \
+        optimizer_signature(optax.adam(1e-2), params)
+    assert optimizer_signature(optax.adam(1e-2), params) != \
+        optimizer_signature(optax.adam(1e-3), params)
+    assert optimizer_signature(default_optimizer(1e-2), params) == \
+        optimizer_signature(default_optimizer(1e-3), params)  # its rate is state
+
+
+def test_a_tracker_with_the_same_fields_reuses_the_program():
+    model, traces = counted_model()
+    inf = NFVI("scale-loc", model)
+    inf.fit(200, progress=False, callbacks=[Tracker(every=50)])
+    after_first = traces[0]
+    tracker = Tracker(every=50)
+    inf.fit(200, progress=False, callbacks=[tracker])
+    assert traces[0] == after_first
+    # it records the loop's own parameters: the last record is the fitted loc
+    np.testing.assert_allclose(tracker["params/auto_1_loc_mu"][-1][0],
+                               inf.approx.params["auto_1_loc_mu"][0], rtol=1e-6)
+    assert list(tracker.steps) == [250, 300, 350, 400]
+
+
+def test_the_density_may_be_undefined_at_the_initial_point():
+    """The seed notebook's U1 with the norm |z| has a NaN gradient at the origin, which
+    the ELBO never evaluates: the fit retries jittered initial points."""
+    def log_density(z):
+        norm = jnp.sqrt(jnp.sum(z ** 2, -1))
+        return -0.5 * ((norm - 2) / 0.4) ** 2
+
+    assert not np.isfinite(jax.grad(log_density)(jnp.zeros(2))).all()
+    approx = NFVI("scale-loc", Model.from_logdensity(log_density, 2), jitter=1.0).fit(
+        500, n_mc=4, progress=False)
+    assert approx.n_skipped == 0 and np.isfinite(approx.hist).all()
+    with pytest.raises(ValueError, match="not finite at the initial point nor at 4 jittered"):
+        NFVI("scale-loc", Model.from_logdensity(lambda z: jnp.nan * z.sum(), 2)).fit(
+            10, progress=False)
