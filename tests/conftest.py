@@ -1,10 +1,15 @@
 """Fixtures shared by the test files."""
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from flows import registry
+
+# The nfvi command turns on a persistent compilation cache under the user's cache
+# folder; in-process calls of its main() would turn it on for the whole test session.
+os.environ["NFVI_NO_CACHE"] = "1"
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@
 """
 
 from vi.approximation import Approximation, load
+from vi.cache import enable_compilation_cache
 from vi.callbacks import CheckParametersConvergence, EarlyStopping, Tracker
 from vi.model import Model
 from vi.neutra import neutra
@@ -22,6 +23,7 @@ __all__ = [
     "Model",
     "Tracker",
     "default_optimizer",
+    "enable_compilation_cache",
     "load",
     "neutra",
 ]

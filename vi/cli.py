@@ -9,7 +9,9 @@
 TARGET is a built-in target (``nfvi fit --help`` lists them) or ``module:function``
 naming a NumPyro model that takes no arguments, or a log density of one vector
 point (then ``--dim`` gives its dimension). Bad arguments give a usage message and
-exit status 2, never a traceback.
+exit status 2, never a traceback. Compiled programs are kept in a persistent cache
+(:func:`vi.enable_compilation_cache`, under ``~/.cache/nfvi``), so a second run
+compiles nothing; ``NFVI_NO_CACHE=1`` turns that off.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import flows
 from vi import targets
+from vi.cache import enable_compilation_cache
 
 DEMO_TARGET = "pot1"
 DEMO_FLOW = "planar*8"
@@ -269,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nfvi`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "flows" and not os.environ.get("NFVI_NO_CACHE"):
+        # a second run of the same command compiles nothing (NFVI_NO_CACHE=1: off)
+        enable_compilation_cache()
     try:
         if args.command == "flows":
             return list_flows()

@@ -31,7 +31,7 @@ from numpyro.infer import MCMC, NUTS
 # Run as a script, this file's folder is on sys.path, not bench/ where the zoo package is.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo import MODELS, REFERENCES, SEP, Exact, ZooModel, reference_path  # noqa: E402
+from zoo import MODELS, REFERENCES, SEP, Exact, ZooModel, reference_path
 
 NUM_CHAINS = 4
 NUM_DRAWS_KEPT = 1000

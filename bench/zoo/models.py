@@ -290,11 +290,6 @@ class ZooModel:
         args, kwargs = self.data()
         return self.fn, args, kwargs
 
-    @property
-    def summary(self) -> str:
-        """The first sentence of the model's docstring."""
-        return (self.fn.__doc__ or self.name).split(":")[0].strip()
-
     def latent_shapes(self) -> dict[str, tuple[int, ...]]:
         """The latent (unobserved sample) sites in model order, with their shapes."""
         fn, args, kwargs = self.bind()
