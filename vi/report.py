@@ -1,7 +1,8 @@
 """What a fit is worth, and a standalone HTML page that shows it.
 
 :func:`summarize` measures a fitted approximation (a precise ELBO with its
-Monte-Carlo standard error, KL(q || p) where log Z is known, speed);
+Monte-Carlo standard error, KL(q || p) where log Z is known, the PSIS k-hat of
+:meth:`Approximation.diagnose` and its verdict, speed);
 :func:`write_report` writes one self-contained HTML file: a summary table, the
 target next to the fitted density (2-D targets) or pair plots of draws, and the
 loss curve. Bokeh's JavaScript is inlined, so the file opens without a network.
@@ -39,6 +40,7 @@ class Summary:
         final_loss: the mean loss (negative ELBO) over the last ``window`` steps.
         elbo, elbo_se: a precise ELBO estimate and its Monte-Carlo standard error.
         log_Z: the target's log normalising constant, ``None`` if unknown.
+        khat, usable, verdict: the PSIS grade of the fit (:class:`vi.diagnostics.Diagnosis`).
         n_skipped: steps skipped for a non-finite loss or gradient.
         restarts: initialisations fitted side by side (the best is reported).
     """
@@ -52,6 +54,9 @@ class Summary:
     elbo: float
     elbo_se: float
     log_Z: float | None
+    khat: float
+    usable: bool
+    verdict: str
     n_skipped: int = 0
     restarts: int = 1
 
@@ -82,29 +87,26 @@ class Summary:
         if self.kl is not None:
             rows.append(("KL(q || p)", f"{self.kl:.4f} ± {self.elbo_se:.4f}  "
                                        f"(log Z {self.log_Z:.4f} - ELBO)"))
+        rows.append(("k-hat", f"{self.khat:.2f} (PSIS Pareto shape of the importance "
+                              "weights p/q)"))
+        rows.append(("verdict", self.verdict))
         if self.n_skipped:
             rows.append(("skipped steps", f"{self.n_skipped} (non-finite loss or gradient)"))
         return rows
 
 
-def elbo_estimate(approx: Approximation, num_samples: int = 20_000, seed: int = 1
-                  ) -> tuple[float, float]:
-    """The ELBO and its standard error sd(l) / sqrt(n) from ``num_samples`` independent
-    one-draw terms l_i (:meth:`Approximation.elbo_terms`), non-finite terms dropped."""
-    values = approx.elbo_terms(num_samples, seed)
-    values = values[np.isfinite(values)]
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
-
-
 def summarize(approx: Approximation, *, target: str, formula: str, n_mc: int, wall_s: float,
               log_Z: float | None, num_samples: int = 20_000, restarts: int = 1) -> Summary:
-    """Measure a fitted approximation (see :class:`Summary`)."""
+    """Measure a fitted approximation (see :class:`Summary`); the ELBO, its standard
+    error and the grade come from one :meth:`Approximation.diagnose` of
+    ``num_samples`` draws (non-finite terms left out)."""
     hist = np.asarray(approx.hist)
     window = max(1, min(1000, len(hist) // 10))
-    elbo, se = elbo_estimate(approx, num_samples)
+    grade = approx.diagnose(num_samples, key=1)
     return Summary(target=target, formula=formula, steps=len(hist), n_mc=n_mc, wall_s=wall_s,
-                   final_loss=float(np.nanmean(hist[-window:])), elbo=elbo, elbo_se=se,
-                   log_Z=log_Z, n_skipped=approx.n_skipped, restarts=restarts)
+                   final_loss=float(np.nanmean(hist[-window:])), elbo=grade.elbo,
+                   elbo_se=grade.elbo_se, log_Z=log_Z, khat=grade.khat, usable=grade.usable,
+                   verdict=grade.verdict, n_skipped=approx.n_skipped, restarts=restarts)
 
 
 def _bounds(draws: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -154,8 +156,13 @@ def figures(approx: Approximation, log_density: Callable[[Array], Array] | None,
 def _table(summary: Summary) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                    for k, v in summary.rows())
+    # the verdict stands out above the table: green when usable, red when not
+    colour = ("#e6f4ea;border-left:6px solid #1e8e3e" if summary.usable
+              else "#fce8e6;border-left:6px solid #d93025")
     return (f"<h1>nfvi: {html.escape(summary.target)} with "
             f"<code>{html.escape(summary.formula)}</code></h1>"
+            f"<p class='verdict' style='background:{colour};padding:8px 12px;"
+            f"font-family:sans-serif;max-width:60em'>{html.escape(summary.verdict)}</p>"
             f"<table class='summary' style='border-collapse:collapse;font-family:sans-serif'>"
             f"{rows}</table>")
 
