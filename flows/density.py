@@ -20,6 +20,7 @@ from jax import Array, lax
 from flows.bijection import Params
 from flows.flow import DEFAULT_JITTER, Flow
 from flows.formula import Formula, parse
+from flows.options import check_int, check_number, check_shape
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,10 @@ class DensityFit:
 
     def sample(self, key: Array, n: int | tuple[int, ...]) -> Array:
         """Draws x = mean + std * f(z), z ~ N(0, I), of shape (n, dim) (or ``n + (dim,)``)."""
-        shape = (n,) if isinstance(n, int) else tuple(n)
+        if isinstance(n, tuple | list):
+            shape = check_shape(n, "n")
+        else:
+            shape = (check_int(n, "n", minimum=1),)
         u, _ = self.flow.sample_and_log_prob(self.params, key, shape)
         return self.mean + self.std * u
 
@@ -93,12 +97,17 @@ def fit_to_samples(formula: str | Formula, x: Any, *, seed: int = 0,
         raise ValueError(f"x must be a 2-D array of shape (n, dim), got shape {data.shape}")
     if not np.all(np.isfinite(data)):
         raise ValueError("x contains NaN or infinite values; remove those rows first")
-    if not 0.0 <= validation < 1.0:
+    if not 0.0 <= check_number(validation, "validation") < 1.0:
         raise ValueError(f"validation must be a fraction in [0, 1), got {validation!r}")
     for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size),
                         ("patience", patience)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_int(seed, "seed")
+    check_number(learning_rate, "learning_rate", positive=True)
+    if optimizer is not None and not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(f"optimizer must be an optax GradientTransformation or None, "
+                        f"got {type(optimizer).__name__}")
     n, dim = data.shape
     n_val = round(validation * n)
     n_train = n - n_val

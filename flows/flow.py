@@ -17,6 +17,7 @@ from jax import Array, lax
 from flows import registry
 from flows.bijection import Bijection, Params
 from flows.formula import Formula, Group, Step, parse
+from flows.options import check_number, check_shape
 from flows.stable import SOFTPLUS_INV_ONE
 
 DEFAULT_JITTER = 0.1
@@ -27,6 +28,19 @@ to this many layers the code is straight-line, and compile time stops growing
 beyond it whatever the count."""
 
 _unroll = contextvars.ContextVar("flows_unroll", default=UNROLL)
+
+
+def check_key(key: object, name: str = "key") -> None:
+    """Raise a ``TypeError`` naming ``name`` unless ``key`` is one JAX random key: a typed
+    key (``jax.random.key(0)``) or a raw ``uint32`` one (``jax.random.PRNGKey(0)``)."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is not None and shape is not None and (
+            (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ())
+            or (dtype == jnp.uint32 and len(shape) == 1)):
+        return
+    shown = f"an array of shape {shape} and dtype {dtype}" if dtype is not None else repr(key)
+    raise TypeError(f"{name} must be one JAX random key such as jax.random.key(0), "
+                    f"got {shown}")
 
 
 @contextlib.contextmanager
@@ -168,12 +182,15 @@ class Flow:
         noise added to that point. ``loc`` (shape ``(dim,)``) is added to the
         shift of the last top-level ``loc`` step, so that the approximation starts
         around a given point (the model's initial point, for a guide); ``scale``
-        (> 0) sets the initial sigma of the first top-level ``scale`` step, so it
-        starts as narrow as a posterior is expected to be.
+        (> 0) sets the initial sigma of the first top-level ``scale`` step (or the
+        diagonal of L of an ``affine`` one, whichever comes first), so it starts as
+        narrow as a posterior is expected to be.
         """
-        if not jitter >= 0:
-            raise ValueError(f"jitter must be a non-negative number, got {jitter!r}")
-        params = self._init_compiled(key, float(jitter))
+        check_key(key)
+        jitter = check_number(jitter, "jitter", minimum=0)
+        if scale is not None:
+            scale = check_number(scale, "scale", positive=True)
+        params = self._init_compiled(key, jitter)
         if loc is not None:
             loc = jnp.asarray(loc)
             if loc.shape != (self.dim,):
@@ -182,10 +199,8 @@ class Flow:
             if keys:
                 params[keys[-1]]["mu"] = params[keys[-1]]["mu"].at[-1].add(loc)
         if scale is not None:
-            if not scale > 0:
-                raise ValueError(f"scale must be positive, got {scale!r}")
-            keys = self._top_level("scale")
-            if keys:  # softplus(rho) = scale at zero jitter
+            keys = self._top_level("scale", "affine")
+            if keys:  # softplus(rho) = scale (affine: its diagonal) at zero jitter
                 shift = float(np.log(np.expm1(scale))) - SOFTPLUS_INV_ONE
                 params[keys[0]]["rho"] = params[keys[0]]["rho"].at[0].add(shift)
         return params
@@ -201,15 +216,24 @@ class Flow:
         """The parameter pytree's structure, leaves ``jax.ShapeDtypeStruct`` (traced once)."""
         return jax.eval_shape(lambda: self.init(jax.random.key(0)))
 
-    def _top_level(self, name: str) -> list[str]:
+    def _top_level(self, *names: str) -> list[str]:
         return [n.key for n in self._nodes if n.bijection is not None
-                and n.bijection.name == name]
+                and n.bijection.name in names]
 
     def _check(self, params: Params, value: Array, what: str) -> Array:
-        value = jnp.asarray(value)
+        try:
+            value = jnp.asarray(value)
+        except TypeError:
+            raise TypeError(f"{what} must be a numeric array of shape (..., {self.dim}) for "
+                            f"{self!r}, got {value!r}") from None
         if value.ndim == 0 or value.shape[-1] != self.dim:
             raise ValueError(f"{what} must have shape (..., {self.dim}) for {self!r}, "
                              f"got {value.shape}")
+        self.check_params(params)
+        return value
+
+    def check_params(self, params: Params) -> None:
+        """Raise a ``ValueError`` unless ``params`` has this flow's structure and shapes."""
         # Shapes too, not only the tree: params of "planar*3" have the tree of
         # "planar*2" and would silently run three steps.
         expected = jax.tree.map(lambda leaf: leaf.shape, self.param_shapes)
@@ -217,7 +241,6 @@ class Flow:
         if shapes != expected:
             raise ValueError(f"params do not belong to {self!r}: expected arrays of shapes "
                              f"{expected} (as from {self!r}.init(key)), got {shapes}")
-        return value
 
     @property
     def has_repeats(self) -> bool:
@@ -264,6 +287,8 @@ class Flow:
 
         log q(x) = log N(z) - log|det df/dz| needs no inverse.
         """
+        check_key(key)
+        shape = check_shape(shape, "shape")
         z = jax.random.normal(key, (*shape, self.dim))
         x, log_det = self.forward(params, z)
         return x, _std_normal_log_prob(z) - log_det

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-if TYPE_CHECKING:
-    from flows.bijection import Bijection
+from flows.bijection import Bijection
 
 B = TypeVar("B", bound="type[Bijection]")
 
@@ -20,6 +19,8 @@ def register(cls: B) -> B:
     a class decorator. Registering a name that another class already holds is an
     error; re-registering the same class is a no-op.
     """
+    if not (isinstance(cls, type) and issubclass(cls, Bijection)):
+        raise TypeError(f"register takes a subclass of flows.Bijection, got {cls!r}")
     names = (cls.name, *cls.aliases)
     for name in names:
         if not name.isidentifier() or name != name.lower():
@@ -35,6 +36,8 @@ def register(cls: B) -> B:
 
 def canonical_name(name: str) -> str | None:
     """The registered name for ``name`` or one of its aliases; ``None`` if unknown."""
+    if not isinstance(name, str):
+        raise TypeError(f"a flow name is a string such as 'planar', got {name!r}")
     return _ALIASES.get(name.lower())
 
 

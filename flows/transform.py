@@ -24,6 +24,9 @@ class FlowTransform(Transform):
     codomain = constraints.real_vector
 
     def __init__(self, flow: Flow, params: Params):
+        if not isinstance(flow, Flow):
+            raise TypeError(f"FlowTransform needs a flows.Flow, got {type(flow).__name__}")
+        flow.check_params(params)
         self.flow = flow
         self.params = params
 

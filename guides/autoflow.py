@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import jax
@@ -13,10 +14,13 @@ import numpyro.distributions as dist
 from jax import Array
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoContinuous
-from numpyro.infer.initialization import init_to_mean, init_to_uniform
+from numpyro.infer.initialization import init_to_mean, init_to_median, init_to_uniform
 
 import flows
 from flows import DEFAULT_JITTER, Flow, FlowTransform
+from flows.flow import check_key
+from flows.options import check_number, check_shape
+from guides.recipe import is_auto, recipe
 
 QUANTILE_SAMPLES = 10_000
 """Draws of q behind :meth:`AutoFlow.quantiles` for a flow that is not affine."""
@@ -35,12 +39,35 @@ def flow_param_names(flow: Flow, prefix: str) -> list[str]:
 
 def flow_params_from(flow: Flow, prefix: str, params: dict[str, Array]) -> Any:
     """``flow``'s parameter pytree taken out of a NumPyro param dict."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be the dict of parameter sites that svi.get_params / "
+                        f"Approximation.params gives, got {type(params).__name__}")
     names = flow_param_names(flow, prefix)
     missing = [n for n in names if n not in params]
     if missing:
-        raise KeyError(f"params lack the flow's sites {missing}; pass the dict that "
-                       "svi.get_params / Approximation.params gives")
+        raise ValueError(f"params lack the flow's sites {missing}; pass the dict that "
+                         "svi.get_params / Approximation.params gives")
     return jax.tree.unflatten(jax.tree.structure(flow.param_shapes), [params[n] for n in names])
+
+
+def init_to_finite_mean(site: dict[str, Any] | None = None) -> Any:
+    """NumPyro's ``init_to_mean``, with ``init_to_median`` wherever the prior mean is
+    not finite (a ``HalfCauchy`` scale's mean is infinite, and starting there makes
+    every site that depends on it invalid); the default of :class:`AutoFlow`."""
+    if site is None:  # NumPyro's strategies are partials (it inspects .func)
+        return partial(init_to_finite_mean)
+    mean = init_to_mean(site)
+    if mean is None:  # observed, discrete or not a sample site
+        return None
+    return jnp.where(jnp.isfinite(mean), mean, init_to_median(site))
+
+
+def _check_prefix(prefix: object) -> None:
+    """The prefix of the parameter sites' names: a non-empty string."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string such as 'auto', got {prefix!r}")
+    if not prefix:
+        raise ValueError("prefix must be a non-empty string such as 'auto', got ''")
 
 
 class AutoFlow(AutoContinuous):
@@ -60,14 +87,17 @@ class AutoFlow(AutoContinuous):
     Args:
         model: a NumPyro model.
         flow: a formula string or parsed :class:`flows.Formula`; parsed at once so
-            a bad formula fails here, before any model is run.
+            a bad formula fails here, before any model is run. ``"auto"`` picks the
+            formula by the latent dimension once the model is seen
+            (:func:`guides.recipe.recipe`; ``formula`` is ``None`` until then).
         prefix: prefix of the ``numpyro.param`` sites (``"<prefix>_<index>_<step>_<name>"``).
         init_loc_fn: NumPyro init strategy; the last top-level ``loc`` step starts
-            at that initial point. Defaults to ``init_to_mean`` (the prior mean
-            where NumPyro knows it, else a sample median).
+            at that initial point. Defaults to :func:`init_to_finite_mean` (the
+            prior mean where it is known and finite, else a sample median).
         jitter: standard deviation of the random initial flow parameters around
             the identity (each :func:`numpyro.param` draws its own).
-        init_scale: initial sigma of the first ``scale`` step (NumPyro's
+        init_scale: initial sigma of the first ``scale`` step, or of the diagonal of
+            the first ``affine`` step's L, whichever comes first (NumPyro's
             ``AutoNormal`` also starts at 0.1): a posterior is usually much
             narrower than N(0, 1) in the unconstrained space.
         forward_mode_differentiation: find the model's initial point with
@@ -80,33 +110,47 @@ class AutoFlow(AutoContinuous):
                  prefix: str = "auto", init_loc_fn: Callable[..., Any] | None = None,
                  jitter: float = DEFAULT_JITTER, init_scale: float = 0.1,
                  forward_mode_differentiation: bool = False):
-        self.formula = flows.parse(flow)
-        if not (isinstance(jitter, int | float) and jitter >= 0):
-            raise ValueError(f"jitter must be a non-negative number, got {jitter!r}")
-        self.jitter = float(jitter)
-        if not (isinstance(init_scale, int | float) and init_scale > 0):
-            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
-        self.init_scale = float(init_scale)
+        if not callable(model):
+            raise TypeError(f"AutoFlow needs a NumPyro model function, got {model!r}")
+        self.auto = is_auto(flow)
+        self.formula: flows.Formula | None = None if self.auto else flows.parse(flow)
+        _check_prefix(prefix)
+        if init_loc_fn is not None and not callable(init_loc_fn):
+            raise TypeError(f"init_loc_fn must be a NumPyro init strategy such as "
+                            f"init_to_median(), got {init_loc_fn!r}")
+        self.jitter = check_number(jitter, "jitter", minimum=0)
+        self.init_scale = check_number(init_scale, "init_scale", positive=True)
         self.flow: Flow | None = None
-        super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn or init_to_mean(),
+        super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn or init_to_finite_mean(),
                          forward_mode_differentiation=forward_mode_differentiation)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
-        self._refuse_discrete(*args, **kwargs)
+        self._check_latents(*args, **kwargs)
         super()._setup_prototype(*args, **kwargs)
+        if self.auto:
+            self.formula = flows.parse(recipe(int(self.latent_dim)).formula)
         self.flow = Flow(self.formula, int(self.latent_dim))
         self._init_leaves = None
         self.param_names = flow_param_names(self.flow, self.prefix)
         self._quantiles_compiled = jax.jit(self._quantiles, static_argnums=2)
 
-    def _refuse_discrete(self, *args: Any, **kwargs: Any) -> None:
-        # NumPyro would try to enumerate discrete sites (and ask for funsor): say
-        # plainly that a continuous flow cannot represent them, before any work.
+    def _check_latents(self, *args: Any, **kwargs: Any) -> None:
+        # NumPyro would try to enumerate discrete sites (and ask for funsor), or say
+        # "use an empty guide" for a model without latents: say plainly what a flow
+        # cannot represent, before any work.
         probe = handlers.substitute(handlers.seed(self.model, 0), substitute_fn=init_to_uniform)
         with handlers.block():
             trace = handlers.trace(probe).get_trace(*args, **kwargs)
-        discrete = [name for name, site in trace.items() if site["type"] == "sample"
-                    and not site["is_observed"] and site["fn"].support.is_discrete]
+        sites = {name: site for name, site in trace.items() if site["type"] == "sample"}
+        if all(site["is_observed"] for site in sites.values()):
+            name = getattr(self.model, "__name__", "model")
+            what = f"its sample sites {sorted(sites)} are all observed" if sites else \
+                "it has no numpyro.sample site"
+            raise ValueError(f"the model {name} has no latent variable ({what}), so there is "
+                             "nothing to infer: give it a numpyro.sample site without obs=, "
+                             "and pass data through obs= only at the likelihood")
+        discrete = [name for name, site in sites.items()
+                    if not site["is_observed"] and site["fn"].support.is_discrete]
         if discrete:
             # the first sentence is NumPyro's own (helpful_support_errors), which user
             # code and NumPyro's tests match on
@@ -122,6 +166,19 @@ class AutoFlow(AutoContinuous):
             raise RuntimeError("AutoFlow has not seen its model yet: run it once (SVI.init, "
                                "or numpyro.handlers.seed(guide, 0)(*model_args)) first")
         return flow_params_from(self.flow, self.prefix, params)
+
+    def sample_posterior(self, rng_key: Array, params: dict[str, Array], *args: Any,
+                         sample_shape: tuple[int, ...] = (), **kwargs: Any) -> dict[str, Array]:
+        """Draws of the model's latent sites from q at ``params`` (NumPyro's contract).
+
+        ``params`` must hold the flow's sites: NumPyro would silently draw fresh random
+        parameters for any missing one.
+        """
+        check_key(rng_key, "rng_key")
+        self.flow_params(params)
+        sample_shape = check_shape(sample_shape, "sample_shape")
+        return super().sample_posterior(rng_key, params, *args, sample_shape=sample_shape,
+                                        **kwargs)
 
     def _init_leaf(self, index: int) -> Callable[[Array], Array]:
         # one compiled initialiser serves every leaf's numpyro.param (eagerly, each

@@ -8,6 +8,7 @@ import warnings
 import zipfile
 from collections.abc import Callable
 from functools import cached_property, partial
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from numpyro.distributions import biject_to
 from numpyro.infer import Predictive, Trace_ELBO
 
 from flows import Flow
+from flows.flow import check_key
+from flows.options import check_int
 from guides.autoflow import AutoFlow, flow_params_from
 from vi.diagnostics import MIN_SAMPLES, Diagnosis
 from vi.elbo import model_log_density
-from vi.model import Model
+from vi.model import Model, check_model
 
 FORMAT = "nfvi-approximation"
 VERSION = 1
@@ -41,7 +44,7 @@ class Approximation:
         model: the :class:`vi.Model` it was fitted to (``None`` after loading a
             log-density approximation without one).
         flow, flow_params: the :class:`flows.Flow` and its parameters (``None``
-            for guides that are not flows).
+            for guides that are not flows); ``formula``, the flow's formula.
         n_grad_evals: training gradient evaluations, steps x particles x restarts.
         n_skipped: steps skipped because the loss or gradient was not finite.
     """
@@ -63,6 +66,12 @@ class Approximation:
         self._draws = 0
 
     @property
+    def formula(self) -> str | None:
+        """The formula of the fitted flow in canonical form (what ``"auto"`` chose,
+        for ``NFVI("auto")``); ``None`` for a guide that is not a flow."""
+        return str(self.flow.formula) if self.flow is not None else None
+
+    @property
     def _logdensity(self) -> bool:
         return self.model is None or self.model.dim is not None
 
@@ -76,7 +85,10 @@ class Approximation:
         if key is None:  # successive calls draw fresh samples, reproducibly
             self._draws += 1
             return jax.random.key(self._draws)
-        return jax.random.key(key) if isinstance(key, int) else key
+        if isinstance(key, int | np.integer) and not isinstance(key, bool):
+            return jax.random.key(key)
+        check_key(key, "key (None, an int seed or a JAX key)")
+        return key
 
     def sample_latent(self, n: int, key: Array | int | None = None) -> Array:
         """n draws u = T(z), z ~ N(0, I), in the flattened unconstrained space."""
@@ -142,8 +154,8 @@ class Approximation:
         if not isinstance(x, dict):
             raise TypeError("for a NumPyro model, log_prob takes a dict site -> value")
         proto = self.guide.prototype_trace
-        first = next(iter(self.guide._init_locs))
-        batch = jnp.shape(x[first])[: jnp.ndim(x[first]) - jnp.ndim(self.guide._init_locs[first])]
+        batch = _batch_shape(x, {name: jnp.shape(proto[name]["value"])
+                                 for name in self.guide._init_locs})
 
         def one(point: dict[str, Array]) -> Array:
             unconstrained, log_det = {}, 0.0
@@ -166,6 +178,7 @@ class Approximation:
         """``num_samples`` independent one-draw ELBO terms
         l_i = log p(x_i, y) - log q(x_i), x_i ~ q (vectorised, one compiled call);
         their mean is the ELBO and sd / sqrt(n) its Monte-Carlo standard error."""
+        check_int(num_samples, "num_samples", minimum=1)
         self._require_model("the ELBO")
         model, guide, params, elbo = self.model, self.guide, self.params, Trace_ELBO()
 
@@ -250,6 +263,7 @@ class Approximation:
     def to_inference_data(self, num_samples: int = 1000, key: Array | int | None = None
                           ) -> az.InferenceData:
         """``num_samples`` draws from q as ArviZ ``InferenceData`` (one chain)."""
+        check_int(num_samples, "num_samples", minimum=1)
         draws = self.sample(num_samples, key)
         if not isinstance(draws, dict):
             draws = {self.model.site if self.model is not None else "x": draws}
@@ -261,7 +275,7 @@ class Approximation:
         approximations can be saved: a hand-written guide is code."""
         if self.flow is None:
             raise TypeError("only flow approximations (NFVI with a formula) can be saved")
-        path = Path(path)
+        path = _path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz")
         arrays = {f"param:{k}": np.asarray(v) for k, v in self.params.items()}
@@ -280,6 +294,31 @@ class Approximation:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **arrays)
         return path
+
+
+def _batch_shape(x: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """The leading batch shape shared by the site values ``x``, whose trailing shapes must
+    be the sites' own ``shapes``; a ``ValueError`` naming the site otherwise."""
+    missing = sorted(set(shapes) - set(x))
+    if missing:
+        raise ValueError(f"x lacks the latent site(s) {missing}; log_prob takes a dict with a "
+                         f"value for each of {sorted(shapes)}")
+    batch = None
+    for name, event in shapes.items():
+        shape = jnp.shape(x[name])
+        if shape[len(shape) - len(event):] != event or len(shape) < len(event) or (
+                batch is not None and shape[:len(shape) - len(event)] != batch):
+            want = f"{batch} + {event}" if batch is not None else f"(..., *{event})"
+            raise ValueError(f"x[{name!r}] must have shape {want}, got {shape}")
+        batch = shape[:len(shape) - len(event)]
+    return batch
+
+
+def _path(path: object) -> Path:
+    """``path`` as a ``Path``, or a ``TypeError`` unless it is a str or path-like."""
+    if not isinstance(path, str | PathLike):
+        raise TypeError(f"path must be a file path (str or pathlib.Path), got {path!r}")
+    return Path(path)
 
 
 def _digest(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
@@ -302,9 +341,14 @@ def load(path: str | Path, model: Model | None = None) -> Approximation:
     Raises:
         ValueError: for a missing, truncated, tampered or foreign file, naming it.
     """
-    path = Path(path)
+    path = _path(path)
+    if model is not None:
+        check_model(model)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file: one bare array
+            raise ValueError("it holds one array, not an .npz archive")
+        with data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
         meta = json.loads(str(arrays.pop("meta")))
     except FileNotFoundError:

@@ -10,12 +10,16 @@ inside the compiled loop, so it never slows it down.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import jax
 import numpy as np
 from jax import Array
+
+from flows.options import check_int, check_number
 
 
 def check_callback(cb: object) -> None:
@@ -51,10 +55,16 @@ class Tracker:
                  **quantities: Callable[[Mapping[str, Array]], Array]):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"Tracker every must be a positive integer, got {every!r}")
+        for flag, value in (("params", params), ("grads", grads)):
+            if not isinstance(value, bool):
+                raise TypeError(f"Tracker {flag} must be True or False, got {value!r}")
         for name, fn in quantities.items():
             if not callable(fn):
                 raise TypeError(f"Tracker quantity {name!r} must be a function of the "
                                 f"parameter dict, got {type(fn).__name__}")
+        if grads and "grad_norm" in quantities:
+            raise ValueError("Tracker quantity name 'grad_norm' is taken by the gradients' norm "
+                             "(grads=True): give your quantity another name")
         self.every = every
         self.params = params
         self.grads = grads
@@ -120,8 +130,13 @@ class CheckParametersConvergence:
             raise ValueError(f"diff must be 'relative' or 'absolute', got {diff!r}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
-        if not tolerance > 0:
-            raise ValueError(f"tolerance must be positive, got {tolerance!r}")
+        check_number(tolerance, "tolerance", positive=True)
+        if isinstance(ord, bool) or not isinstance(ord, numbers.Real):
+            raise TypeError(f"ord must be the order of a vector norm, a number such as 1, 2 or "
+                            f"np.inf, got {ord!r}")
+        if math.isnan(ord):
+            raise ValueError("ord must be the order of a vector norm such as 1, 2 or np.inf, "
+                             "got nan")
         self.every, self.tolerance, self.diff, self.ord = every, tolerance, diff, ord
         self._previous: np.ndarray | None = None
         self.last_norm: float | None = None
@@ -149,9 +164,9 @@ class EarlyStopping:
     """
 
     def __init__(self, patience: int = 2000, window: int = 200, min_delta: float = 0.0):
-        if patience < 1 or window < 1:
-            raise ValueError("patience and window must be positive integers")
-        self.patience, self.window, self.min_delta = int(patience), int(window), min_delta
+        self.patience = check_int(patience, "patience", minimum=1)
+        self.window = check_int(window, "window", minimum=1)
+        self.min_delta = check_number(min_delta, "min_delta", minimum=0)
         self.every = max(1, min(self.patience, self.window))
         self._best = np.inf
         self._best_step = 0

@@ -4,6 +4,7 @@
 
     nfvi demo [--out DIR]                       fit pot1 with planar*8, write a report
     nfvi fit TARGET [--flow F] [--steps N] [--n-mc K] [--dim D] [--out DIR]
+                                                (--flow default: auto)
     nfvi flows                                  list the registered flow steps
 
 TARGET is a built-in target (``nfvi fit --help`` lists them) or ``module:function``
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import flows
+from guides.recipe import is_auto
 from vi import targets
 from vi.cache import enable_compilation_cache
 
@@ -82,8 +84,9 @@ def _positive_float(text: str) -> float:
 def _add_fit_options(parser: argparse.ArgumentParser, *, flow: str, steps: int,
                      n_mc: int, restarts: int = 1) -> None:
     parser.add_argument("--flow", default=flow,
-                        help=f"flow formula, e.g. 'planar*10' or 'scale-hh*2-loc' "
-                             f"(default {flow!r}; `nfvi flows` lists the steps)")
+                        help=f"flow formula, e.g. 'planar*10' or 'affine-loc', or 'auto' (chosen "
+                             f"by the latent dimension) (default {flow!r}; `nfvi flows` "
+                             "lists the steps)")
     parser.add_argument("--steps", type=_positive_int, default=steps,
                         help=f"optimisation steps (default {steps:,})")
     parser.add_argument("--n-mc", type=_positive_int, default=n_mc,
@@ -123,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"a built-in target ({', '.join(targets.names())}) or "
                           "module:function, a NumPyro model taking no arguments or a log "
                           "density of one point x of shape (dim,) (give --dim)")
-    _add_fit_options(fit, flow=DEMO_FLOW, steps=DEMO_STEPS, n_mc=10)
+    _add_fit_options(fit, flow="auto", steps=DEMO_STEPS, n_mc=10)
     fit.add_argument("--dim", type=_positive_int,
                      help="dimension of a log-density TARGET (or of the funnel)")
     fit.set_defaults(parser=fit)
@@ -215,7 +218,8 @@ def _build(problem: Problem, formula: str, args: argparse.Namespace) -> Any:
     from vi.nfvi import NFVI
 
     try:
-        flows.parse(formula)
+        if not is_auto(formula):
+            flows.parse(formula)
     except flows.FormulaError as err:
         raise UsageError(f"bad --flow:\n{err}") from None
     nfvi = NFVI(formula, problem.model, jitter=args.jitter, seed=args.seed)
@@ -239,7 +243,7 @@ def run_fit(problem: Problem, args: argparse.Namespace) -> int:
     approx = nfvi.fit(args.steps, n_mc=args.n_mc, restarts=args.restarts,
                       progress=args.progress)
     wall = time.perf_counter() - start
-    summary = report.summarize(approx, target=problem.name, formula=str(flows.parse(args.flow)),
+    summary = report.summarize(approx, target=problem.name, formula=approx.formula,
                                n_mc=args.n_mc, wall_s=wall, log_Z=problem.log_Z,
                                restarts=args.restarts)
     width = max(len(label) for label, _ in summary.rows())

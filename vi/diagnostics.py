@@ -172,7 +172,7 @@ def _verdict(khat: float, threshold: float, formula: str | None, dim: int | None
     if formula is None:
         richer = "a richer guide"
     elif formula == "scale-loc" and dim is not None and dim > 1:
-        richer = f"a richer formula (e.g. 'scale-hh*{dim}-loc', full rank, or more flow steps)"
+        richer = "a richer formula (e.g. 'affine-loc', full rank, or 'auto')"
     else:
         richer = f"a richer formula than '{formula}' (more or more flexible steps)"
     return (f"k-hat {khat:.2f} >= {threshold:.2g}: not usable; q misses posterior mass that "

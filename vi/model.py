@@ -6,10 +6,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax import Array
-from numpyro.infer.initialization import init_to_mean, init_to_value
+from numpyro.infer.initialization import init_to_value
+
+from guides.autoflow import init_to_finite_mean
 
 
 class Model:
@@ -43,7 +46,7 @@ class Model:
         self.dim: int | None = None
         self.log_density: Callable[[Array], Array] | None = None
         self.site = None
-        self.init_loc_fn: Callable[..., Any] = init_to_mean()
+        self.init_loc_fn: Callable[..., Any] = init_to_finite_mean()
         self.init_scale = 0.1
         self.name = getattr(fn, "__name__", "model")
 
@@ -54,20 +57,22 @@ class Model:
 
         The model has one improper flat site ``name`` of shape ``(dim,)`` and a
         ``numpyro.factor`` adding log p(x); its unconstrained latent space is x
-        itself. Guides start at ``init`` (default: the origin).
+        itself. Guides start at ``init`` (default: the origin). ``fn`` must return a
+        scalar for a vector of shape ``(dim,)``; the model says so when it first runs.
         """
         if not callable(fn):
             raise TypeError(f"from_logdensity needs a callable log density, got {fn!r}")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        start = jnp.zeros(dim) if init is None else jnp.asarray(init, dtype=float)
-        if start.shape != (dim,):
-            raise ValueError(f"init must have shape ({dim},), got {start.shape}")
+        if not isinstance(name, str) or not name or name == "log_density":
+            raise ValueError(f"name must be a non-empty string other than 'log_density' (the "
+                             f"factor's site), such as 'x', got {name!r}")
+        start = jnp.zeros(dim) if init is None else _init_point(init, dim)
 
         def logdensity_model() -> None:
             x = numpyro.sample(name, dist.ImproperUniform(dist.constraints.real_vector, (),
                                                           (dim,)))
-            numpyro.factor("log_density", fn(x))
+            numpyro.factor("log_density", _scalar_log_density(fn, x))
 
         model = cls(logdensity_model)
         model.dim, model.log_density, model.site = dim, fn, name
@@ -92,3 +97,35 @@ class Model:
     def current(cls) -> Model | None:
         """The innermost model of an enclosing ``with Model(...)`` block, if any."""
         return cls._stack[-1] if cls._stack else None
+
+
+def _scalar_log_density(fn: Callable[[Array], Array], x: Array) -> Array:
+    """``fn(x)``, refused unless it is a scalar: a vector of per-coordinate terms would
+    broadcast against log q in the diagnosis instead of being summed."""
+    value = fn(x)
+    if jnp.shape(value) != ():
+        raise ValueError(f"the log density {getattr(fn, '__name__', 'fn')} must return a "
+                         f"scalar for x of shape {x.shape}, got shape {jnp.shape(value)}: "
+                         "sum the terms (jnp.sum) over the coordinates")
+    return value
+
+
+def _init_point(init: object, dim: int) -> Array:
+    """``init`` as a finite point of R^dim, or a clear error."""
+    try:
+        point = np.asarray(init, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"init must be an array of shape ({dim},), got {init!r}") from None
+    if point.shape != (dim,):
+        raise ValueError(f"init must have shape ({dim},), got {point.shape}")
+    if not np.all(np.isfinite(point)):
+        raise ValueError(f"init must be a finite point of R^{dim}, got {init!r}")
+    return jnp.asarray(point)
+
+
+def check_model(model: object) -> Model:
+    """``model`` itself, or a ``TypeError`` unless it is a :class:`Model`."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a vi.Model (wrap a NumPyro model function as "
+                        f"Model(fn, *args, **kwargs)), got {type(model).__name__}")
+    return model

