@@ -59,6 +59,8 @@ def init_to_finite_mean(site: dict[str, Any] | None = None) -> Any:
     mean = init_to_mean(site)
     if mean is None:  # observed, discrete or not a sample site
         return None
+    if not isinstance(mean, jax.core.Tracer) and np.all(np.isfinite(mean)):
+        return mean  # the usual case, decided on the host: no median draws to compile
     return jnp.where(jnp.isfinite(mean), mean, init_to_median(site))
 
 
