@@ -22,6 +22,10 @@ from flows.flow import check_key
 from flows.options import check_number, check_shape
 from guides.recipe import is_auto, recipe
 
+DEFAULT_INIT_SCALE = 0.1
+"""The initial sigma of a guide's first ``scale`` (or ``affine``) step when neither the
+user nor the recipe gives one (NumPyro's ``AutoNormal`` also starts at 0.1)."""
+
 QUANTILE_SAMPLES = 10_000
 """Draws of q behind :meth:`AutoFlow.quantiles` for a flow that is not affine."""
 
@@ -99,9 +103,10 @@ class AutoFlow(AutoContinuous):
         jitter: standard deviation of the random initial flow parameters around
             the identity (each :func:`numpyro.param` draws its own).
         init_scale: initial sigma of the first ``scale`` step, or of the diagonal of
-            the first ``affine`` step's L, whichever comes first (NumPyro's
-            ``AutoNormal`` also starts at 0.1): a posterior is usually much
-            narrower than N(0, 1) in the unconstrained space.
+            the first ``affine`` step's L, whichever comes first. ``None``: the
+            recipe's for ``"auto"``, else :data:`DEFAULT_INIT_SCALE` = 0.1 (NumPyro's
+            ``AutoNormal`` also starts at 0.1): a posterior is usually much narrower
+            than N(0, 1) in the unconstrained space.
         forward_mode_differentiation: find the model's initial point with
             forward-mode gradients, as NumPyro's guides do, for models written with
             primitives reverse mode cannot differentiate (``lax.while_loop``); pass
@@ -110,7 +115,7 @@ class AutoFlow(AutoContinuous):
 
     def __init__(self, model: Callable[..., Any], flow: str | flows.Formula = "scale-loc", *,
                  prefix: str = "auto", init_loc_fn: Callable[..., Any] | None = None,
-                 jitter: float = DEFAULT_JITTER, init_scale: float = 0.1,
+                 jitter: float = DEFAULT_JITTER, init_scale: float | None = None,
                  forward_mode_differentiation: bool = False):
         if not callable(model):
             raise TypeError(f"AutoFlow needs a NumPyro model function, got {model!r}")
@@ -121,7 +126,8 @@ class AutoFlow(AutoContinuous):
             raise TypeError(f"init_loc_fn must be a NumPyro init strategy such as "
                             f"init_to_median(), got {init_loc_fn!r}")
         self.jitter = check_number(jitter, "jitter", minimum=0)
-        self.init_scale = check_number(init_scale, "init_scale", positive=True)
+        self.init_scale = (None if init_scale is None
+                           else check_number(init_scale, "init_scale", positive=True))
         self.flow: Flow | None = None
         super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn or init_to_finite_mean(),
                          forward_mode_differentiation=forward_mode_differentiation)
@@ -130,7 +136,12 @@ class AutoFlow(AutoContinuous):
         self._check_latents(*args, **kwargs)
         super()._setup_prototype(*args, **kwargs)
         if self.auto:
-            self.formula = flows.parse(recipe(int(self.latent_dim)).formula)
+            chosen = recipe(int(self.latent_dim))
+            self.formula = flows.parse(chosen.formula)
+            if self.init_scale is None:
+                self.init_scale = chosen.init_scale
+        if self.init_scale is None:
+            self.init_scale = DEFAULT_INIT_SCALE
         self.flow = Flow(self.formula, int(self.latent_dim))
         self._init_leaves = None
         self.param_names = flow_param_names(self.flow, self.prefix)

@@ -119,6 +119,10 @@ def test_auto_resolves_once_the_latent_dimension_is_known_and_says_what_it_chose
     handlers.seed(guide, 0)(x, y=y)
     chosen = str(flows.parse(recipe(4).formula))  # canonical form
     assert str(guide.formula) == chosen
+    assert guide.init_scale == recipe(4).init_scale == 1.0  # the recipe's own start
+    plain = AutoFlow(regression, "affine-loc")
+    handlers.seed(plain, 0)(x, y=y)
+    assert plain.init_scale == 0.1  # a model guide's default
     inf = NFVI(" Auto ", Model(regression, x, y=y))
     assert "auto" in repr(inf)
     approx = inf.fit(300, n_mc=2, progress=False)

@@ -30,9 +30,10 @@ class Model:
         dim: the vector dimension for :meth:`from_logdensity` models, else ``None``.
         log_density: the wrapped function for :meth:`from_logdensity` models.
         init_loc_fn: the NumPyro init strategy guides start from.
-        init_scale: the initial sigma of a flow's ``scale`` step: 0.1 for a
-            NumPyro model (posteriors are narrow), 1 for a log density (targets
-            are given on their own scale, like the 2-D test energies).
+        init_scale: the initial sigma of a flow's ``scale`` step: ``None`` for a
+            NumPyro model (the guide's default, 0.1, as posteriors are narrow; or
+            the recipe's for ``"auto"``), 1 for a log density (targets are given on
+            their own scale, like the 2-D test energies).
     """
 
     _stack: ClassVar[list[Model]] = []
@@ -47,7 +48,7 @@ class Model:
         self.log_density: Callable[[Array], Array] | None = None
         self.site = None
         self.init_loc_fn: Callable[..., Any] = init_to_finite_mean()
-        self.init_scale = 0.1
+        self.init_scale: float | None = None
         self.name = getattr(fn, "__name__", "model")
 
     @classmethod
