@@ -427,7 +427,7 @@ MODELS: dict[str, ZooModel] = {m.name: m for m in [
     ZooModel("logistic_regression", logistic_regression, _logistic, Nuts(dense_mass=True)),
     ZooModel("horseshoe_logistic", horseshoe_logistic, _sparse, Nuts(target_accept=0.99)),
     ZooModel("stochastic_volatility", stochastic_volatility, _volatility,
-             Nuts(target_accept=0.99, num_samples=20_000)),
+             Nuts(target_accept=0.95)),
     ZooModel("brownian_motion", brownian_motion, _brownian,
              Exact(brownian_motion_draws, brownian_motion_moments)),
     ZooModel("item_response_2pl", item_response_2pl, _irt, Nuts()),
