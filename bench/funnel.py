@@ -1,4 +1,5 @@
-"""Benchmark: MCMC on the 100-d funnel, plain NUTS vs NumPyro NeuTra vs nfvi NeuTra.
+"""Benchmark: MCMC on the 100-d funnel, plain NUTS vs NumPyro NeuTra vs nfvi NeuTra vs
+nfvi's flow-adapted NUTS (``vi.sample``) vs nutpie.
 
 The target (REFERENCE.md): log_sigma ~ N(0, 1), x_i | log_sigma ~ N(0, exp(log_sigma / 2)),
 i = 1..100. Every system runs 2 chains x 1000 warm-up + 1000 draws, in this one process:
@@ -9,13 +10,19 @@ i = 1..100. Every system runs 2 chains x 1000 warm-up + 1000 draws, in this one 
 - ours, one row per configuration in ``OURS`` (or the one given by ``--formula``):
   ``NFVI(formula).fit(steps, n_mc=particles, elbo=elbo)`` with Adam whose rate ``lr``
   is cosine-decayed over the steps, then ``vi.neutra`` (NUTS in the flow's latent space,
-  optionally with global independence proposals) at its ``target_accept``.
+  optionally with global independence proposals) at its ``target_accept``;
+- ``vi.sample(adapt="flow")``: NUTS whose warm-up learns the transport from the chains'
+  draws and gradients (Fisher divergence), with the default flow (or ``--sample-flow``),
+  and ``vi.sample(adapt="diag")``, NumPyro's NUTS through the same code (the baseline);
+- nutpie with its flow adaptation, when ``import nutpie`` works (an optional dependency
+  of this bench only: ``pip install "nutpie[nnflow]" pymc``); else its row is skipped
+  with a message.
 
 Per row: gradient evaluations for training (steps x particles), warm-up and sampling
 (NUTS leapfrog steps, plus one per global proposal), min bulk ESS over all 101
 coordinates, min ESS per 1000 gradient evaluations (training included), min ESS per
 second of wall time (training, compilation and sampling included), divergences in the
-kept draws. The published nutpie figures are a reference row (not run here).
+kept draws. The published nutpie figures are a reference row.
 
     python bench/funnel.py                       # the full table (~2 min on 2 busy cores)
     python bench/funnel.py --dim 10 --warmup 200 --samples 200 --steps 500   # a smoke run
@@ -58,7 +65,7 @@ from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoIAFNormal
 from numpyro.infer.reparam import NeuTraReparam
 
-from vi import NFVI, Model
+from vi import NFVI, Model, sample
 from vi.neutra import neutra
 
 
@@ -221,6 +228,56 @@ def ours(args: argparse.Namespace, config: dict, seed: int = 4) -> Row:
     )
 
 
+def flow_sample(args: argparse.Namespace, adapt: str) -> Row:
+    """``vi.sample`` on the funnel: its warm-up adapts a flow (``"flow"``) or NumPyro's
+    diagonal mass matrix (``"diag"``)."""
+    start = time.perf_counter()
+    flow = args.sample_flow if adapt == "flow" else None
+    idata = sample(Model(funnel, args.dim), num_warmup=args.warmup, num_samples=args.samples,
+                   num_chains=args.chains, adapt=adapt, flow=flow, seed=6)
+    wall = time.perf_counter() - start
+    a = idata.attrs
+    print(
+        f"  vi.sample(adapt={adapt!r}{', flow ' + a['flow'] if a['flow'] else ''}): compile "
+        f"{a['compile_time']:.1f} s, "
+        f"training {a['training_time']:.1f} s, warm-up {a['warmup_time']:.1f} s, sampling "
+        f"{a['sampling_time']:.1f} s; transport updates {a['n_transport_updates']}, re-fits "
+        f"kept {a['n_refits_kept']}/{a['n_refits']}, held-out Fisher loss "
+        f"{a['fisher_loss']:.3f}, mean leapfrog steps "
+        f"{float(idata.sample_stats['n_steps'].mean()):.1f}",
+        flush=True,
+    )
+    posterior = {k: idata.posterior[k].values for k in idata.posterior.data_vars}
+    what = f"adapt={adapt!r}" + (f", flow `{a['flow']}`" if adapt == "flow" else "")
+    return Row(f"nfvi vi.sample({what})", a["n_grad_training"], a["n_grad_warmup"],
+               a["n_grad_sampling"], min_bulk_ess(posterior), a["divergences"], wall)
+
+
+def nutpie_flow(args: argparse.Namespace) -> Row | None:
+    """nutpie's NUTS with its normalizing-flow adaptation on the same funnel (PyMC model,
+    JAX backend), or None with a message when nutpie or PyMC is not installed. Its
+    training uses the gradients the chains computed, so its count is the leapfrog steps."""
+    try:
+        import nutpie
+        import pymc as pm
+    except ImportError as err:
+        print(f"nutpie row skipped: {err} (pip install 'nutpie[nnflow]' pymc to run it)")
+        return None
+    start = time.perf_counter()
+    with pm.Model() as pymc_model:
+        log_sigma = pm.Normal("log_sigma")
+        pm.Normal("x", mu=0, sigma=pm.math.exp(log_sigma / 2), shape=args.dim)
+    compiled = nutpie.compile_pymc_model(pymc_model, backend="jax", gradient_backend="jax")
+    trace = nutpie.sample(compiled.with_transform_adapt(), transform_adapt=True,
+                          chains=args.chains, tune=args.warmup, draws=args.samples, seed=7,
+                          cores=1, progress_bar=False)
+    wall = time.perf_counter() - start
+    posterior = {k: trace.posterior[k].values for k in ("log_sigma", "x")}
+    return Row("nutpie (flow adaptation)", 0, int(trace.warmup_sample_stats.n_steps.sum()),
+               int(trace.sample_stats.n_steps.sum()), min_bulk_ess(posterior),
+               int(trace.sample_stats.diverging.sum()), wall)
+
+
 OURS = [
     {"formula": "coupling(split=1, sigma=exp)", "steps": 1000, "particles": 4, "lr": 1e-2,
      "elbo": "stl", "target_accept": 0.7},
@@ -266,7 +323,10 @@ def main() -> None:
     parser.add_argument("--iaf-steps", type=int, default=10_000)
     parser.add_argument("--iaf-particles", type=int, default=8)
     parser.add_argument("--iaf-lr", type=float, default=1e-3)
-    parser.add_argument("--skip", nargs="*", default=(), choices=("nuts", "numpyro", "ours"))
+    parser.add_argument("--sample-flow", help="vi.sample's flow (default: its DEFAULT_FLOW)")
+    parser.add_argument("--skip", nargs="*", default=(),
+                        choices=("nuts", "numpyro", "ours", "sample-flow", "sample-diag",
+                                 "nutpie"))
     args = parser.parse_args()
     configs = OURS
     if args.formula:
@@ -283,6 +343,12 @@ def main() -> None:
         for i, config in enumerate(configs):
             for r in range(args.repeat):
                 rows[f"ours {i} {r}"] = ours(args, config, seed=4 + 2 * r)
+    for adapt in ("flow", "diag"):
+        if f"sample-{adapt}" not in args.skip:
+            rows[f"ours sample {adapt}"] = flow_sample(args, adapt)
+    nutpie_row = None if "nutpie" in args.skip else nutpie_flow(args)
+    if nutpie_row is not None:
+        rows["nutpie"] = nutpie_row
     print(
         f"funnel dim {args.dim} + 1, {args.chains} chains x ({args.warmup} warm-up + "
         f"{args.samples} draws), {jax.device_count()} {jax.default_backend()} device(s), "
@@ -292,7 +358,7 @@ def main() -> None:
     for name, us in rows.items():
         if not name.startswith("ours"):
             continue
-        for other in ("numpyro", "nuts"):
+        for other in ("nutpie", "numpyro", "nuts"):
             if other in rows:
                 them = rows[other]
                 print(

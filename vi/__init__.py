@@ -7,6 +7,7 @@
 from vi.approximation import Approximation, load
 from vi.cache import enable_compilation_cache
 from vi.callbacks import CheckParametersConvergence, EarlyStopping, Tracker
+from vi.flow_adaptation import sample
 from vi.model import Model
 from vi.neutra import neutra
 from vi.nfvi import ADVI, NFVI, FitError, FullRankADVI
@@ -26,4 +27,5 @@ __all__ = [
     "enable_compilation_cache",
     "load",
     "neutra",
+    "sample",
 ]

@@ -44,7 +44,7 @@ from vi.elbo import flat_potential
 from vi.global_moves import independence_mh, no_move
 from vi.refit import refit_flow
 
-__all__ = ["neutra", "pulled_back_potential"]
+__all__ = ["neutra", "pulled_back_potential", "to_model_space"]
 
 _RESERVED_NUTS_KWARGS = frozenset({"model", "potential_fn", "init_strategy"})
 
@@ -233,11 +233,12 @@ def neutra(
         "inference_library": "nfvi.neutra (numpyro NUTS)",
     }
     groups: dict[str, Any] = {
-        "posterior": _to_model_space(approx, x),
+        "posterior": to_model_space(approx.model, guide, x),
         "sample_stats": _sample_stats(draws),
     }
     if warm is not None:
-        groups["warmup_posterior"] = _to_model_space(approx, jnp.concatenate(warm_x, axis=1))
+        groups["warmup_posterior"] = to_model_space(approx.model, guide,
+                                                    jnp.concatenate(warm_x, axis=1))
         groups["warmup_sample_stats"] = _sample_stats(warm)
     return az.from_dict(**groups, save_warmup=warm is not None, attrs=attrs)
 
@@ -333,15 +334,14 @@ def _sample_stats(draws: _Draw) -> dict[str, np.ndarray]:
     }
 
 
-def _to_model_space(approx: Any, x: Array) -> dict[str, np.ndarray]:
-    """Flat unconstrained latents x = T(z) (chains, draws, D) -> the model's constrained
-    sites, deterministic ones too."""
-    model = approx.model
+def to_model_space(model: Any, guide: AutoContinuous, x: Array) -> dict[str, np.ndarray]:
+    """Flat unconstrained latents x (chains, draws, D) of an (already set up) guide -> the
+    constrained sites of ``model`` (``.fn``, ``.args``, ``.kwargs``), deterministic ones too."""
     values = constrain_fn(
         model.fn,
         tuple(model.args),
         dict(model.kwargs),
-        approx.guide._unpack_latent(x),
+        guide._unpack_latent(x),
         return_deterministic=True,
         batch_ndims=2,
     )

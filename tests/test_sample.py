@@ -1,0 +1,305 @@
+"""vi.sample (vi/flow_adaptation.py) and the Fisher divergence of a transport (vi/fisher.py).
+
+The statistical checks compare MCMC moments with known answers within 5 Monte-Carlo
+standard errors computed from ArviZ's effective sample size.
+"""
+
+import logging
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+from flows import Flow
+from vi import NFVI, Model, sample
+from vi.fisher import (
+    Transport,
+    diagonal_fit,
+    fisher_loss,
+    pull_back,
+    score_from_latent,
+)
+from vi.flow_adaptation import Schedule
+
+MEAN = np.array([1.0, -2.0, 0.5])
+CHOL = np.array([[1.0, 0.0, 0.0], [1.8, 0.6, 0.0], [-0.5, 0.4, 0.3]])  # correlations ~0.95
+COV = CHOL @ CHOL.T
+FUNNEL_SD = 3.0  # Neal's funnel: v ~ N(0, 3^2), x_i | v ~ N(0, exp(v / 2)^2)
+EULER_GAMMA = 0.5772156649015329
+# A schedule that reaches the flow phase within a few hundred draws
+SHORT = Schedule(early_until=50, every=64, window=300, holdout=32, steps=100, eval_every=50)
+
+
+def gaussian_model() -> None:
+    numpyro.sample("x", dist.MultivariateNormal(jnp.asarray(MEAN), scale_tril=jnp.asarray(CHOL)))
+
+
+def funnel_model(dim: int = 4) -> None:
+    v = numpyro.sample("v", dist.Normal(0.0, FUNNEL_SD))
+    numpyro.sample("x", dist.Normal(0.0, jnp.exp(v / 2)).expand([dim]).to_event(1))
+
+
+def log_p_gaussian(x: jnp.ndarray) -> jnp.ndarray:
+    return dist.MultivariateNormal(jnp.asarray(MEAN), scale_tril=jnp.asarray(CHOL)).log_prob(x)
+
+
+def assert_moment(draws: np.ndarray, truth: float, what: str) -> None:
+    """|mean of draws (chains, draws) - truth| within 5 Monte-Carlo standard errors."""
+    ess = float(az.ess(np.asarray(draws)))
+    se = float(np.std(draws)) / np.sqrt(ess)
+    assert abs(float(np.mean(draws)) - truth) < 5 * se, (what, np.mean(draws), truth, se, ess)
+
+
+def assert_gaussian_moments(idata: az.InferenceData) -> None:
+    x = idata.posterior["x"].values
+    for i in range(3):
+        assert_moment(x[..., i], MEAN[i], f"mean x[{i}]")
+        assert_moment((x[..., i] - MEAN[i]) ** 2, COV[i, i], f"var x[{i}]")
+    assert_moment((x[..., 0] - MEAN[0]) * (x[..., 1] - MEAN[1]), COV[0, 1], "cov x[0], x[1]")
+
+
+def exact_affine_transport() -> tuple[Transport, object]:
+    """T(y) = MEAN + CHOL y written as ``affine-loc`` parameters: the exact transport."""
+    transport = Transport(Flow("affine-loc", 3), 3)
+    flow_params = {
+        "0_affine": {"rho": jnp.log(jnp.expm1(jnp.diag(jnp.asarray(CHOL))))[None],
+                     "off": jnp.tril(jnp.asarray(CHOL), -1)[None], "b": jnp.zeros((1, 3))},
+        "1_loc": {"mu": jnp.asarray(MEAN)[None]},
+    }
+    return transport, transport.identity(flow_params)
+
+
+def random_transport(seed: int) -> tuple[Transport, object]:
+    """A nonlinear transport far from the identity: a coupling flow and a diagonal map,
+    every parameter perturbed."""
+    transport = Transport(Flow("coupling(sigma=exp, hidden=8)-reverse", 3), 3)
+    params = transport.identity(transport.flow.init(jax.random.key(seed), 0.3))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    return transport, jax.tree.unflatten(
+        treedef, [a + 0.2 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys,
+                                                                            strict=True)])
+
+
+def gaussian_draws(n: int, seed: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
+    x = MEAN + jax.random.normal(jax.random.key(seed), (n, 3)) @ CHOL.T
+    return x, jax.vmap(jax.grad(log_p_gaussian))(x)
+
+
+# --- the Fisher loss -----------------------------------------------------------------
+
+
+def test_fisher_loss_is_zero_for_the_exact_transport_of_a_gaussian():
+    transport, params = exact_affine_transport()
+    x, g = gaussian_draws(200)
+    assert float(fisher_loss(transport, params, x, g)) < 1e-8
+    # and positive for any other transport
+    shifted = params._replace(loc=params.loc + 0.1)
+    assert float(fisher_loss(transport, shifted, x, g)) > 1e-3
+
+
+def test_pulled_back_score_and_loss_gradient_match_autodiff_of_a_direct_implementation():
+    """Direct: y = T^{-1}(x), s = jax.grad of y -> log p(T(y)) + log|det J_T(y)|, which
+    differentiates log p itself; ours uses only the stored g = grad log p(x)."""
+    transport, params = random_transport(3)
+    x, g = gaussian_draws(16, seed=1)
+
+    def direct(p):
+        def one(x_i):
+            y = transport.inverse(p, x_i)[0]
+            s = jax.grad(lambda v: log_p_gaussian(transport.forward(p, v)[0])
+                         + transport.forward(p, v)[1])(y)
+            return jnp.sum((y + s) ** 2), s
+        costs, scores = jax.vmap(one)(x)
+        return jnp.mean(costs), scores
+
+    want_loss, want_scores = direct(params)
+    got_scores = jax.vmap(lambda a, b: pull_back(transport, params, a, b)[1])(x, g)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fisher_loss(transport, params, x, g), want_loss, rtol=1e-4)
+    got = jax.grad(fisher_loss, argnums=1)(transport, params, x, g)
+    want = jax.grad(lambda p: direct(p)[0])(params)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        if b.size:  # the permutation's placeholder leaf is empty
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.max(jnp.abs(b))))
+
+
+def test_model_gradient_follows_from_the_latent_gradient_nuts_keeps():
+    transport, params = random_transport(5)
+    y = jax.random.normal(jax.random.key(2), (8, 3))
+
+    def latent_potential(v):
+        x, log_det = transport.forward(params, v)
+        return -log_p_gaussian(x) - log_det
+
+    x, g = jax.vmap(lambda v: score_from_latent(transport, params, v,
+                                                jax.grad(latent_potential)(v)))(y)
+    np.testing.assert_allclose(x, jax.vmap(lambda v: transport.forward(params, v)[0])(y))
+    np.testing.assert_allclose(g, jax.vmap(jax.grad(log_p_gaussian))(x), rtol=1e-4, atol=1e-4)
+
+
+def test_diagonal_fit_is_exact_for_independent_gaussian_coordinates():
+    mean, var = np.array([3.0, -1.0, 0.0]), np.array([4.0, 0.01, 1.0])
+    x = mean + np.sqrt(var) * np.random.default_rng(0).standard_normal((500, 3))
+    loc, log_scale = diagonal_fit(x, -(x - mean) / var)
+    np.testing.assert_allclose(loc, mean, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.exp(2 * log_scale), var, rtol=1e-10)
+
+
+def test_diagonal_fit_minimises_the_fisher_loss_of_a_diagonal_map():
+    x, g = gaussian_draws(300, seed=4)  # correlated: the minimum is not zero
+    loc, log_scale = diagonal_fit(np.asarray(x), np.asarray(g))
+    transport = Transport(None, 3)
+    best = transport.identity()._replace(loc=jnp.asarray(loc), log_scale=jnp.asarray(log_scale))
+    at_best = float(fisher_loss(transport, best, x, g))
+    for i in range(3):
+        for field, step in (("loc", 0.05), ("log_scale", 0.05)):
+            moved = getattr(best, field).at[i].add(step)
+            assert float(fisher_loss(transport, best._replace(**{field: moved}), x, g)) > at_best
+
+
+# --- vi.sample -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gaussian_run():
+    """adapt="flow" with ``affine-loc`` (which holds the exact transport), a short schedule."""
+    with jax.log_compiles(True):
+        handler = _CompileLog()
+        logging.getLogger("jax").addHandler(handler)
+        try:
+            idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400,
+                           flow="affine-loc", seed=1, schedule=SHORT)
+        finally:
+            logging.getLogger("jax").removeHandler(handler)
+    return idata, handler.compiled
+
+
+class _CompileLog(logging.Handler):
+    """Collects the names of the programs XLA compiles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compiled: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Finished XLA compilation of jit("):
+            self.compiled.append(message.split("jit(")[1].split(")")[0])
+
+
+def test_gaussian_moments_exact_with_flow_adaptation(gaussian_run):
+    idata, _ = gaussian_run
+    assert idata.posterior["x"].shape == (2, 400, 3)
+    assert_gaussian_moments(idata)
+
+
+def test_inference_data_counts_every_gradient(gaussian_run):
+    idata, _ = gaussian_run
+    a, stats, warm = idata.attrs, idata.sample_stats, idata.warmup_sample_stats
+    for name in ("diverging", "n_steps", "tree_depth", "acceptance_rate", "step_size", "energy"):
+        assert stats[name].shape == (2, 400), name
+        assert warm[name].shape == (2, 300), name
+    assert idata.warmup_posterior["x"].shape == (2, 300, 3)
+    assert a["n_grad_sampling"] == int(stats["n_steps"].sum())
+    assert a["n_grad_warmup"] == int(warm["n_steps"].sum()) + 2  # + the chains' first point
+    # one re-evaluation per chain after each change of the transport
+    assert a["n_grad_training"] == 2 * a["n_transport_updates"]
+    assert a["n_grad"] == a["n_grad_warmup"] + a["n_grad_training"] + a["n_grad_sampling"]
+    assert a["divergences"] == int(stats["diverging"].sum()) == 0
+    # SHORT: diagonal refits at 10..50 draws, flow re-fits at 114, 178, 242
+    assert a["n_refits"] == 3
+    assert 5 <= a["n_transport_updates"] <= 8
+    assert np.isfinite(a["fisher_loss"])
+    for phase in ("compile_time", "training_time", "warmup_time", "sampling_time"):
+        assert 0 < a[phase] < a["wall_time"], phase
+    # the step size is fixed after warm-up
+    assert np.all(stats["step_size"].values == stats["step_size"].values[:, :1])
+
+
+def test_re_fitting_compiles_the_sampler_once(gaussian_run):
+    _, compiled = gaussian_run
+    for program in ("chunk", "refit", "move", "scores"):
+        assert compiled.count(program) == 1, (program, compiled)
+
+
+def test_diag_is_numpyro_nuts_in_the_same_format():
+    idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400, adapt="diag", seed=2)
+    assert_gaussian_moments(idata)
+    a = idata.attrs
+    assert a["adapt"] == "diag" and a["flow"] == ""
+    assert a["n_grad_training"] == a["n_transport_updates"] == a["n_refits"] == 0
+    assert a["n_grad_sampling"] == int(idata.sample_stats["n_steps"].sum())
+
+
+@pytest.mark.slow
+def test_gaussian_moments_exact_with_the_default_flow():
+    idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400, seed=3,
+                   schedule=SHORT)
+    assert idata.attrs["n_refits"] == 3
+    assert_gaussian_moments(idata)
+
+
+@pytest.mark.slow
+def test_funnel_moments_exact_with_the_default_flow():
+    """Var x_i = E exp(v) = e^{4.5} is dominated by rare draws deep in the funnel's mouth,
+    too heavy-tailed for a 5-sigma check in a few hundred draws; x's scale is checked
+    through E log|x_i| = E[v] / 2 + E log|z| = -(gamma + log 2) / 2 instead."""
+    idata = sample(Model(funnel_model), num_warmup=500, num_samples=500, seed=4)
+    v, x = idata.posterior["v"].values, idata.posterior["x"].values
+    assert_moment(v, 0.0, "mean v")
+    assert_moment(v**2, FUNNEL_SD**2, "var v")
+    for i in range(4):
+        assert_moment(x[..., i], 0.0, f"mean x[{i}]")
+        assert_moment(np.log(np.abs(x[..., i])), -(EULER_GAMMA + np.log(2)) / 2,
+                      f"E log|x[{i}]|")
+
+
+@pytest.mark.slow
+def test_an_approximation_starts_the_transport():
+    approx = NFVI("affine-loc", Model(gaussian_model), seed=0).fit(200, progress=False)
+    idata = sample(approx, num_warmup=300, num_samples=400, seed=5, schedule=SHORT)
+    assert_gaussian_moments(idata)
+    a = idata.attrs
+    assert a["flow"] == "affine-loc"
+    # no diagonal phase: only the flow re-fits change the transport
+    assert a["n_transport_updates"] == a["n_refits_kept"] <= a["n_refits"] == 3
+    assert a["n_grad_training"] == 200 + 2 * a["n_transport_updates"]
+
+
+def exploding_model() -> None:
+    raise AssertionError("the model ran: bad input must be refused before any work")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"adapt": "nuts"}, ValueError, "adapt must be"),
+        ({"num_chains": 0}, ValueError, "num_chains"),
+        ({"num_samples": 2.5}, TypeError, "num_samples"),
+        ({"num_warmup": -1}, ValueError, "num_warmup"),
+        ({"flow": "planar*2"}, ValueError, "analytic inverse"),
+        ({"flow": "scale-panar"}, ValueError, "did you mean 'planar'"),
+        ({"flow": "affine", "adapt": "diag"}, ValueError, "adapt='diag' uses none"),
+        ({"dense_mass": True}, TypeError, "preconditioner"),
+        ({"target_accept": 0.9}, TypeError, "did you mean 'target_accept_prob'"),
+        ({"target_accept_prob": 1.0}, ValueError, "target_accept_prob"),
+        ({"schedule": {"every": 10}}, TypeError, "Schedule"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sample(Model(exploding_model), **kwargs)
+
+
+def test_bad_model_and_schedule_are_refused():
+    with pytest.raises(TypeError, match=r"vi\.Model"):
+        sample(gaussian_model)
+    with pytest.raises(ValueError, match="multiple of eval_every"):
+        Schedule(steps=120, eval_every=50)
+    with pytest.raises(ValueError, match="fraction"):
+        Schedule(final=1.0)

@@ -1,0 +1,678 @@
+r"""``vi.sample``: NUTS whose warm-up learns its transport from the chains' draws and gradients.
+
+With ``adapt="flow"``, NUTS runs on the target pulled back through a transport
+x = T(y) (:mod:`vi.fisher`: a formula flow followed by a diagonal affine map), with an
+identity mass matrix; the transport is the preconditioner, and warm-up learns it from
+the chains themselves, with no variational fit (nutpie's flow adaptation, written in
+our own terms):
+
+1. *Diagonal phase*: over the first ``early_until`` draws of each chain, every
+   ``early_every`` draws, T's diagonal part is set to the closed-form minimiser of the
+   Fisher loss on the newer half of the draws so far (:func:`vi.fisher.diagonal_fit`).
+2. *Flow phase*: then every ``every`` draws, the whole transport is re-fitted by Adam on
+   the Fisher loss of the chains' recent draws (at most ``window`` per chain, after the
+   first half of the diagonal phase), holding out the latest ``holdout`` draws of each
+   chain; the new transport is kept only if its loss on those held-out draws is lower
+   than the current one's.
+3. *Final phase*: the last ``final`` fraction of warm-up changes nothing but the step
+   size.
+
+The draws x_i and their scores g_i = grad log p(x_i) come from the NUTS state at no
+cost: it holds the gradient of the pulled-back potential, from which g_i follows by
+the flow's own Jacobian (:func:`vi.fisher.score_from_latent`). After each change of
+T the chains carry on from the same points x (y' = T'^{-1}(x)), which costs one
+gradient per chain, and the step size's dual averaging (Hoffman & Gelman 2014)
+restarts. The transport's parameters are an argument of the one compiled sampling
+program, so re-fitting compiles nothing.
+
+With ``adapt="diag"`` it is plain NUTS on the model with NumPyro's own windowed
+adaptation of step size and diagonal mass matrix: the baseline, in the same format.
+
+References:
+    Seyboldt (2024), "If only my posterior were normal: introducing Fisher HMC".
+    Hoffman, Sountsov, Dillon, Langmore, Tran & Vasudevan (2019), arXiv:1903.03704.
+    Hoffman & Gelman (2014), JMLR 15, 1593-1623.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal, NamedTuple
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array, lax
+from numpyro import handlers
+from numpyro.infer.hmc import HMCState, hmc
+from numpyro.infer.hmc_util import dual_averaging
+
+import flows
+from flows.options import check_int, check_number
+from guides import AutoFlow
+from vi.approximation import Approximation
+from vi.elbo import flat_potential
+from vi.fisher import (
+    RefitData,
+    Transport,
+    TransportParams,
+    check_invertible,
+    diagonal_fit,
+    make_refit,
+    score_from_latent,
+)
+from vi.model import Model
+from vi.neutra import to_model_space
+
+__all__ = ["DEFAULT_FLOW", "Schedule", "sample"]
+
+DEFAULT_FLOW = "(coupling(sigma=exp)-reverse)*4"
+"""The transport's flow when none is given, chosen by measurement (README, "Learning the
+transport during warm-up"): it knows nothing of the model, both its directions cost one
+network pass per step (an ``iaf`` inverse costs d), and four coupling steps reached a
+held-out Fisher loss of 0.2-0.3 on the 100-d funnel, where three stopped near 5."""
+
+INIT_RADIUS = 2.0
+"""Chains start uniformly within this distance of the model's initial point, per
+coordinate of the flat unconstrained space (NumPyro's ``init_to_uniform`` radius)."""
+
+KERNEL_OPTIONS = frozenset({"target_accept_prob", "max_tree_depth", "step_size",
+                            "find_heuristic_step_size"})
+"""NUTS options ``sample`` passes on in both modes."""
+
+MASS_OPTIONS = frozenset({"dense_mass", "adapt_mass_matrix", "regularize_mass_matrix"})
+"""NUTS options of the mass matrix: ``adapt="diag"`` only (the flow is the preconditioner)."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When and how ``adapt="flow"`` changes the transport; draw counts are per chain.
+
+    Attributes:
+        early_every: during the diagonal phase, refit the diagonal every this many draws.
+        early_until: length of the diagonal phase (draws).
+        every: in the flow phase, re-fit the whole transport every this many draws; also
+            the length of the compiled chunk of transitions (the host is touched once
+            per chunk, in both modes).
+        window: a re-fit trains on at most this many recent draws of each chain.
+        holdout: the latest draws of each chain, left out of training, on which a new
+            transport must beat the current one.
+        final: fraction of warm-up at its end that adapts the step size only.
+        steps: Adam steps per re-fit, a multiple of ``eval_every``.
+        batch: draws per Adam step.
+        learning_rate: Adam's rate.
+        eval_every: evaluate the held-out loss every this many steps (the best is kept).
+    """
+
+    early_every: int = 10
+    early_until: int = 100
+    every: int = 128
+    window: int = 600
+    holdout: int = 64
+    final: float = 0.1
+    steps: int = 2000
+    batch: int = 128
+    learning_rate: float = 2e-3
+    eval_every: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("early_every", "early_until", "every", "window", "holdout", "steps",
+                     "batch", "eval_every"):
+            check_int(getattr(self, name), f"Schedule.{name}", minimum=1)
+        final = check_number(self.final, "Schedule.final", minimum=0)
+        if final >= 1:
+            raise ValueError(f"Schedule.final is a fraction of warm-up in [0, 1), got {final}")
+        if self.steps % self.eval_every:
+            raise ValueError(f"Schedule.steps ({self.steps}) must be a multiple of "
+                             f"eval_every ({self.eval_every})")
+        if self.window <= self.holdout:
+            raise ValueError(f"Schedule.window ({self.window}) must exceed holdout "
+                             f"({self.holdout}): the rest is what a re-fit trains on")
+
+    @property
+    def burn_in(self) -> int:
+        """Draws of each chain never trained on: the first half of the diagonal phase."""
+        return self.early_until // 2
+
+    def points(self, num_warmup: int, diagonal: bool) -> list[tuple[int, str]]:
+        """``(t, kind)``: after t warm-up draws per chain, adapt the transport; kind is
+        ``"diag"`` (the diagonal phase, if ``diagonal``) or ``"flow"``."""
+        last = int(np.floor(num_warmup * (1 - self.final)))
+        early = [(t, "diag") for t in range(self.early_every, self.early_until + 1,
+                                            self.early_every)] if diagonal else []
+        flow = [(t, "flow") for t in range(self.early_until + self.every, last + 1,
+                                           self.every)]
+        return [(t, kind) for t, kind in early + flow if 0 < t <= last]
+
+
+class _Record(NamedTuple):
+    """What the compiled chunk keeps of each transition of each chain: the latent draw y
+    and the gradient of the pulled-back potential there, and NUTS's statistics."""
+
+    y: Array
+    grad_y: Array
+    num_steps: Array
+    accept_prob: Array
+    diverging: Array
+    step_size: Array
+    energy: Array
+
+
+class _Draws(NamedTuple):
+    """A :class:`_Record` on the host, with y made into x = T(y) and the gradient into
+    g = grad log p(x) (zero where the adaptation does not need it)."""
+
+    x: np.ndarray
+    g: np.ndarray
+    num_steps: np.ndarray
+    accept_prob: np.ndarray
+    diverging: np.ndarray
+    step_size: np.ndarray
+    energy: np.ndarray
+
+
+class _Target(NamedTuple):
+    """The model, its guide (for unpacking flat latents), the transport and where to start."""
+
+    model: Any
+    guide: AutoFlow
+    transport: Transport
+    params: TransportParams
+    diagonal: bool
+    n_grad_vi: int
+
+
+class _Programs(NamedTuple):
+    """The compiled pieces: ``init(keys, y0, params)``, ``chunk(states, params, n,
+    adapting)``, ``scores(params, y, grad_y)`` and ``push(params, y)`` (x and g, or x
+    alone, for a chunk's records), ``move(states, old, new)``, ``settle(states)``,
+    ``refit``."""
+
+    init: Callable[..., HMCState]
+    chunk: Callable[..., tuple[HMCState, _Record]]
+    scores: Callable[..., tuple[Array, Array]]
+    push: Callable[..., Array]
+    move: Callable[..., HMCState]
+    settle: Callable[..., HMCState]
+    refit: Callable[..., Any]
+
+
+class _Log:
+    """Counts and wall times gathered along the run."""
+
+    def __init__(self) -> None:
+        self.times = {"compile_time": 0.0, "training_time": 0.0, "warmup_time": 0.0,
+                      "sampling_time": 0.0}
+        self.transport_updates = 0
+        self.refits = 0
+        self.refits_kept = 0
+        self.fisher_loss = float("nan")
+
+    def timed(self, phase: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` with its device work finished, its wall time added to ``phase``."""
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        self.times[phase] += time.perf_counter() - start
+        return out
+
+
+def sample(
+    model: Model | Approximation,
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    num_chains: int = 2,
+    adapt: Literal["flow", "diag"] = "flow",
+    flow: str | flows.Formula | None = None,
+    seed: int = 0,
+    *,
+    schedule: Schedule | None = None,
+    **nuts_kwargs: Any,
+) -> az.InferenceData:
+    r"""NUTS on ``model``, its warm-up learning the transport that preconditions it.
+
+    With ``adapt="flow"`` (see the module's text), NUTS samples the pulled-back target
+    p(T(y)) |det J_T(y)| with unit mass matrix and maps each draw to x = T(y); the
+    transport T(y) = loc + exp(log_scale) * F(y), F the formula ``flow``, is adapted
+    during warm-up by minimising the Fisher divergence of the pulled-back draws,
+
+    .. math:: L(T) = \frac{1}{n} \sum_i |y_i + \nabla_y [\log p(T(y)) + \log|\det J_T(y)|]_{y_i}|^2,
+              \quad y_i = T^{-1}(x_i),
+
+    and kept fixed while sampling, so the draws are exact whatever T is. With
+    ``adapt="diag"`` it is NumPyro's NUTS with its own adaptation (step size and
+    diagonal mass matrix), the baseline.
+
+    Gradients of the model's log density are counted honestly in ``attrs``:
+    ``n_grad_warmup`` (the chains' first evaluation and every warm-up leapfrog step),
+    ``n_grad_training`` (one per chain after each change of T, where the chains are
+    re-evaluated, plus the variational fit an ``Approximation`` came from; the Fisher
+    loss itself uses the scores NUTS already computed), ``n_grad_sampling`` (leapfrog
+    steps) and their sum ``n_grad``.
+
+    Args:
+        model: a :class:`vi.Model`, or a fitted :class:`vi.Approximation` with a
+            formula flow whose flow (and parameters) start the transport: then there
+            is no diagonal phase, and the chains start at draws of the approximation.
+        num_warmup: warm-up transitions per chain, >= 0.
+        num_samples: kept transitions per chain, >= 1.
+        num_chains: chains, >= 1, run side by side (``vmap``).
+        adapt: ``"flow"`` or ``"diag"``.
+        flow: the formula F (``adapt="flow"`` with a ``Model`` only); every step must
+            have an analytic inverse. Default :data:`DEFAULT_FLOW`.
+        seed: seeds the initial points, the chains and the re-fits.
+        schedule: the adaptation's :class:`Schedule` (default ``Schedule()``).
+        **nuts_kwargs: NUTS options: ``target_accept_prob`` (0.8), ``max_tree_depth``
+            (10), ``step_size`` (initial, 1), ``find_heuristic_step_size``; with
+            ``adapt="diag"`` also ``dense_mass``, ``adapt_mass_matrix``,
+            ``regularize_mass_matrix``.
+
+    Returns:
+        ArviZ ``InferenceData``: ``posterior`` (the model's sites, deterministic ones
+        too), ``sample_stats`` (``diverging``, ``n_steps``, ``tree_depth``,
+        ``acceptance_rate``, ``step_size``, ``energy``), their ``warmup_`` twins, and
+        ``attrs``: the gradient counts above, ``divergences`` and
+        ``warmup_divergences``, ``n_transport_updates`` (changes of T kept),
+        ``n_refits`` and ``n_refits_kept`` (flow phase), ``fisher_loss`` (held-out
+        loss of the final transport at its last re-fit; NaN without one), and wall
+        times ``compile_time``, ``training_time``, ``warmup_time``, ``sampling_time``
+        and ``wall_time`` (the whole call), in seconds.
+
+    Raises:
+        ValueError, TypeError: for bad arguments, before any work.
+    """
+    start = time.perf_counter()
+    schedule = _check_arguments(model, num_warmup, num_samples, num_chains, adapt, flow,
+                                seed, schedule, nuts_kwargs)
+    key_init, key_chains, key_refit = jax.random.split(jax.random.key(seed), 3)
+    target = _target(model, adapt, flow)
+    y0 = _initial_points(target, model, key_init, num_chains)
+    log = _Log()
+    programs = _compile(target, adapt, num_warmup, num_chains, schedule, nuts_kwargs, y0, log)
+    states = programs.init(jax.random.split(key_chains, num_chains), y0, target.params)
+    _check_start(states)
+
+    points = schedule.points(num_warmup, target.diagonal) if adapt == "flow" else []
+    runner = _Runner(programs, log, schedule.every, num_warmup, num_samples,
+                     scores=adapt == "flow")
+    states, params = runner.warm_up(states, target.params, points, schedule, key_refit)
+    if adapt == "flow" and num_warmup:
+        states = programs.settle(states)
+    states = runner.draw(states, params)
+    return _inference_data(target, runner, log, adapt, num_chains,
+                           time.perf_counter() - start)
+
+
+def _check_arguments(model: object, num_warmup: int, num_samples: int, num_chains: int,
+                     adapt: object, flow: object, seed: int, schedule: object,
+                     nuts_kwargs: dict[str, Any]) -> Schedule:
+    """Every argument checked before any work; returns the schedule to use."""
+    if adapt not in ("flow", "diag"):
+        raise ValueError(f"adapt must be 'flow' (learn a transport during warm-up) or 'diag' "
+                         f"(NumPyro's diagonal mass matrix), got {adapt!r}")
+    check_int(num_warmup, "num_warmup", minimum=0)
+    check_int(num_samples, "num_samples", minimum=1)
+    check_int(num_chains, "num_chains", minimum=1)
+    check_int(seed, "seed")
+    if not isinstance(model, Model | Approximation):
+        raise TypeError(f"model must be a vi.Model or a fitted vi.Approximation, "
+                        f"got {type(model).__name__}")
+    if isinstance(model, Approximation):
+        if not isinstance(model.guide, AutoFlow) or model.model is None:
+            raise TypeError("an Approximation starts the transport only if it was fitted to a "
+                            "model with a formula flow (an AutoFlow guide)")
+        if flow is not None:
+            raise ValueError("flow comes from the Approximation; leave flow=None")
+        if adapt == "flow":
+            check_invertible(model.guide.formula)
+    elif flow is not None:
+        if adapt == "diag":
+            raise ValueError("flow is the transport of adapt='flow'; adapt='diag' uses none")
+        check_invertible(flows.parse(flow))
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a vi.flow_adaptation.Schedule, "
+                        f"got {type(schedule).__name__}")
+    _check_nuts_kwargs(nuts_kwargs, adapt)
+    return schedule or Schedule()
+
+
+def _check_nuts_kwargs(nuts_kwargs: dict[str, Any], adapt: str) -> None:
+    known = KERNEL_OPTIONS | (MASS_OPTIONS if adapt == "diag" else frozenset())
+    unknown = sorted(set(nuts_kwargs) - known)
+    if unknown:
+        if adapt == "flow" and set(unknown) & MASS_OPTIONS:
+            raise TypeError(f"{sorted(set(unknown) & MASS_OPTIONS)}: with adapt='flow' the "
+                            "learned transport is the preconditioner and the mass matrix is "
+                            "the identity; these options are for adapt='diag'")
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(f"sample() got unknown argument(s) {unknown}: besides its own, it "
+                        f"takes the NUTS options {sorted(known)}{hint}")
+    accept = check_number(nuts_kwargs.get("target_accept_prob", 0.8), "target_accept_prob")
+    if not 0 < accept < 1:
+        raise ValueError(f"target_accept_prob must be strictly between 0 and 1, got {accept!r}")
+
+
+def _target(model: Model | Approximation, adapt: str, flow: Any) -> _Target:
+    """The guide (set up on the model), the transport and its initial parameters."""
+    if isinstance(model, Approximation):
+        guide = model.guide
+        transport = Transport(guide.flow if adapt == "flow" else None, guide.latent_dim)
+        flow_params = guide.flow_params(model.params) if adapt == "flow" else None
+        return _Target(model.model, guide, transport, transport.identity(flow_params),
+                       diagonal=False, n_grad_vi=int(model.n_grad_evals))
+    formula = (flow or DEFAULT_FLOW) if adapt == "flow" else "loc"
+    guide = AutoFlow(model.fn, formula, init_loc_fn=model.init_loc_fn, jitter=0.0)
+    with handlers.block():
+        handlers.seed(guide._setup_prototype, 0)(*model.args, **model.kwargs)
+    dim = int(guide.latent_dim)
+    transport = Transport(guide.flow if adapt == "flow" else None, dim)
+    # jitter 0: F starts as the identity (hh as an isometry), so T is the diagonal map
+    flow_params = guide.flow.init(jax.random.key(0), 0.0) if adapt == "flow" else None
+    return _Target(model, guide, transport, transport.identity(flow_params),
+                   diagonal=True, n_grad_vi=0)
+
+
+def _initial_points(target: _Target, model: Model | Approximation, key: Array,
+                    num_chains: int) -> Array:
+    """Latent starting points y0 (chains, D): draws of the Approximation's base, or the
+    model's initial point plus uniform noise (T starts as the identity)."""
+    dim = target.guide.latent_dim
+    if isinstance(model, Approximation):
+        z = jax.random.normal(key, (num_chains, dim))
+        if target.transport.flow is not None:
+            return z
+        return target.guide.get_transform(model.params)(z)
+    noise = jax.random.uniform(key, (num_chains, dim), minval=-INIT_RADIUS, maxval=INIT_RADIUS)
+    return target.guide._init_latent + noise
+
+
+def _check_start(states: HMCState) -> None:
+    energy = np.asarray(states.potential_energy)
+    grads = np.asarray(states.z_grad)
+    if not (np.all(np.isfinite(energy)) and np.all(np.isfinite(grads))):
+        raise ValueError("the log density or its gradient is not finite at the chains' "
+                         "initial points; check the model or its initial point")
+
+
+def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
+             schedule: Schedule, nuts_kwargs: dict[str, Any], y0: Array, log: _Log
+             ) -> _Programs:
+    """Build and compile (ahead of time, timed as ``compile_time``) every program."""
+    start = time.perf_counter()
+    programs = _programs(target, adapt, num_warmup, schedule, nuts_kwargs)
+    params = target.params
+    keys = jax.random.split(jax.random.key(0), num_chains)
+    init = jax.jit(programs.init).lower(keys, y0, params).compile()
+    states = jax.eval_shape(programs.init, keys, y0, params)
+    chunk = jax.jit(programs.chunk).lower(states, params, jnp.array(0), jnp.array(True)
+                                          ).compile()
+    records = jax.eval_shape(programs.chunk, states, params, jnp.array(0), jnp.array(True))[1]
+    push = jax.jit(programs.push).lower(params, records.y).compile()
+    scores, move, settle, refit = programs.scores, programs.move, programs.settle, programs.refit
+    if adapt == "flow":
+        move = jax.jit(move).lower(states, params, params).compile()
+        settle = jax.jit(settle).lower(states).compile()
+        if num_warmup:
+            scores = jax.jit(scores).lower(params, records.y, records.grad_y).compile()
+            refit = jax.jit(refit).lower(
+                params, _refit_shapes(schedule, num_chains, target.guide.latent_dim),
+                jax.random.key(0)).compile()
+    log.times["compile_time"] += time.perf_counter() - start
+    return _Programs(init, chunk, scores, push, move, settle, refit)
+
+
+def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,
+              nuts_kwargs: dict[str, Any]) -> _Programs:
+    """The uncompiled programs (see :class:`_Programs`)."""
+    transport = target.transport
+    potential_x = flat_potential(target.model, target.guide)
+
+    def potential_of(params: TransportParams) -> Callable[[Array], Array]:
+        def potential(y: Array) -> Array:
+            x, log_det = transport.forward(params, y)
+            return potential_x(x) - log_det
+        return potential
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_of, algo="NUTS")
+    ss_init, ss_update = dual_averaging()
+    accept_target = float(nuts_kwargs.get("target_accept_prob", 0.8))
+    own_step_size = adapt == "flow"
+    kernel_options = dict(nuts_kwargs)
+    if own_step_size:  # NumPyro adapts nothing; the step size is adapted below
+        kernel_options.update(adapt_mass_matrix=False)
+
+    def init(keys: Array, y0: Array, params: TransportParams) -> HMCState:
+        def one(key: Array, y: Array) -> HMCState:
+            return init_kernel(y, 0 if own_step_size else num_warmup, model_args=(params,),
+                               rng_key=key, **kernel_options)
+        return jax.vmap(one)(keys, y0)
+
+    def adapt_step_size(state: HMCState) -> HMCState:
+        ss_state = ss_update(accept_target - state.accept_prob, state.adapt_state.ss_state)
+        step_size = _clip_step(jnp.exp(ss_state[0]))
+        return state._replace(adapt_state=state.adapt_state._replace(
+            ss_state=ss_state, step_size=step_size))
+
+    def transition(state: HMCState, params: TransportParams, adapting: Array
+                   ) -> tuple[HMCState, _Record]:
+        state = sample_kernel(state, model_args=(params,))
+        if own_step_size:
+            state = lax.cond(adapting, adapt_step_size, lambda s: s, state)
+        return state, _Record(state.z, state.z_grad, state.num_steps, state.accept_prob,
+                              state.diverging, state.adapt_state.step_size, state.energy)
+
+    def chunk(states: HMCState, params: TransportParams, n: Array, adapting: Array
+              ) -> tuple[HMCState, _Record]:
+        def one_chain(state: HMCState) -> tuple[HMCState, _Record]:
+            def step(s: HMCState) -> tuple[HMCState, _Record]:
+                return transition(s, params, adapting)
+
+            blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                 jax.eval_shape(step, state)[1])
+
+            def body(s: HMCState, i: Array) -> tuple[HMCState, _Record]:
+                return lax.cond(i < n, step, lambda s: (s, blank), s)
+
+            return lax.scan(body, state, jnp.arange(schedule.every))
+        return jax.vmap(one_chain)(states)
+
+    def move(states: HMCState, old: TransportParams, new: TransportParams) -> HMCState:
+        def one(state: HMCState) -> HMCState:
+            y = transport.inverse(new, transport.forward(old, state.z)[0])[0]
+            energy, grad = jax.value_and_grad(potential_of(new))(y)
+            ss_state = ss_init(jnp.log(10 * state.adapt_state.step_size))
+            return state._replace(z=y, potential_energy=energy, z_grad=grad,
+                                  adapt_state=state.adapt_state._replace(ss_state=ss_state))
+        return jax.vmap(one)(states)
+
+    def settle(states: HMCState) -> HMCState:
+        # the end of warm-up: the dual averaging's averaged step size (NumPyro's rule)
+        step_size = _clip_step(jnp.exp(states.adapt_state.ss_state[1]))
+        return states._replace(adapt_state=states.adapt_state._replace(step_size=step_size))
+
+    def scores(params: TransportParams, y: Array, grad_y: Array) -> tuple[Array, Array]:
+        one = partial(score_from_latent, transport, params)
+        return jax.vmap(jax.vmap(one))(y, grad_y)
+
+    def push(params: TransportParams, y: Array) -> Array:
+        return jax.vmap(jax.vmap(lambda v: transport.forward(params, v)[0]))(y)
+
+    refit = make_refit(transport, schedule.steps, schedule.batch, schedule.learning_rate,
+                       schedule.eval_every)
+    return _Programs(init, chunk, scores, push, move, settle, refit)
+
+
+def _clip_step(step_size: Array) -> Array:
+    finfo = jnp.finfo(jnp.result_type(step_size))
+    return jnp.clip(step_size, finfo.tiny, finfo.max)
+
+
+def _refit_shapes(schedule: Schedule, num_chains: int, dim: int) -> RefitData:
+    """The fixed shapes of a re-fit's data, so that one compiled program serves all."""
+    n_train = num_chains * (schedule.window - schedule.holdout)
+    n_val = num_chains * schedule.holdout
+    return RefitData(jnp.zeros((n_train, dim)), jnp.zeros((n_train, dim)), jnp.array(0),
+                     jnp.zeros((n_val, dim)), jnp.zeros((n_val, dim)))
+
+
+class _Runner:
+    """Runs the chains window by window, keeping every record on the host."""
+
+    def __init__(self, programs: _Programs, log: _Log, chunk_length: int, num_warmup: int,
+                 num_samples: int, scores: bool):
+        self.programs = programs
+        self.log = log
+        self.chunk_length = chunk_length
+        self.num_warmup = num_warmup
+        self.num_samples = num_samples
+        self.scores = scores
+        self.warm: list[_Draws] = []
+        self.kept: list[_Draws] = []
+
+    def run(self, states: HMCState, params: TransportParams, n: int, warm: bool
+            ) -> HMCState:
+        """n transitions of every chain, in chunks of the compiled length; records hold
+        x = T(y), and g = grad log p(x) in a warm-up that adapts the transport."""
+        records = self.warm if warm else self.kept
+        phase = "warmup_time" if warm else "sampling_time"
+        for length in _chunks(n, self.chunk_length):
+            states, record = self.log.timed(phase, self.programs.chunk, states, params,
+                                            jnp.array(length), jnp.array(warm))
+            if warm and self.scores:
+                x, g = self.log.timed("training_time", self.programs.scores, params,
+                                      record.y, record.grad_y)
+            else:
+                x = self.log.timed(phase, self.programs.push, params, record.y)
+                g = jnp.zeros_like(x)
+            draws = _Draws(x, g, *record[2:])
+            records.append(jax.tree.map(lambda a, k=length: np.asarray(a[:, :k]), draws))
+        return states
+
+    def warm_up(self, states: HMCState, params: TransportParams,
+                points: list[tuple[int, str]], schedule: Schedule, key: Array
+                ) -> tuple[HMCState, TransportParams]:
+        """Warm-up, adapting the transport after t draws for each (t, kind) of ``points``."""
+        done = 0
+        for (t, kind), sub in zip(points, jax.random.split(key, max(len(points), 1)),
+                                  strict=False):
+            states = self.run(states, params, t - done, warm=True)
+            done = t
+            new = self._adapted(params, kind, t, schedule, sub)
+            if new is not params:
+                states = self.log.timed("training_time", self.programs.move, states, params,
+                                        new)
+                params = new
+                self.log.transport_updates += 1
+        states = self.run(states, params, self.num_warmup - done, warm=True)
+        return states, params
+
+    def draw(self, states: HMCState, params: TransportParams) -> HMCState:
+        return self.run(states, params, self.num_samples, warm=False)
+
+    def _adapted(self, params: TransportParams, kind: str, t: int, schedule: Schedule,
+                 key: Array) -> TransportParams:
+        """The transport after the adaptation at draw t, or ``params`` itself if unchanged."""
+        x, g = (np.concatenate(a, axis=1) for a in zip(*((d.x, d.g) for d in self.warm),
+                                                          strict=True))
+        if kind == "diag":
+            start = time.perf_counter()
+            loc, log_scale = diagonal_fit(_pool(x[:, t // 2:t]), _pool(g[:, t // 2:t]))
+            self.log.times["training_time"] += time.perf_counter() - start
+            if not (np.all(np.isfinite(loc)) and np.all(np.isfinite(log_scale))):
+                return params
+            return params._replace(loc=jnp.asarray(loc), log_scale=jnp.asarray(log_scale))
+        data = _refit_data(x, g, t, schedule)
+        if data is None:
+            return params
+        self.log.refits += 1
+        best, before, after = self.log.timed("training_time", self.programs.refit, params,
+                                             data, key)
+        self.log.fisher_loss = float(after)
+        if not after < before:
+            return params
+        self.log.refits_kept += 1
+        return best
+
+
+def _chunks(n: int, length: int) -> Iterator[int]:
+    """n split into pieces of at most ``length``."""
+    while n > 0:
+        yield min(n, length)
+        n -= length
+
+
+def _pool(a: np.ndarray) -> np.ndarray:
+    """(chains, draws, D) -> (chains * draws, D)."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _refit_data(x: np.ndarray, g: np.ndarray, t: int, schedule: Schedule) -> RefitData | None:
+    """Training and held-out draws of a re-fit after t draws per chain (None if there are
+    fewer training draws per chain than held-out ones), padded to the compiled shapes."""
+    start = max(schedule.burn_in, t - schedule.window)
+    stop = t - schedule.holdout
+    if stop - start < schedule.holdout:
+        return None
+    chains, _, dim = x.shape
+    size = chains * (schedule.window - schedule.holdout)
+    train_x, train_g = _pool(x[:, start:stop]), _pool(g[:, start:stop])
+    pad = np.zeros((size - len(train_x), dim), train_x.dtype)
+    return RefitData(jnp.asarray(np.concatenate([train_x, pad])),
+                     jnp.asarray(np.concatenate([train_g, pad])), jnp.array(len(train_x)),
+                     jnp.asarray(_pool(x[:, stop:t])), jnp.asarray(_pool(g[:, stop:t])))
+
+
+def _concat(parts: list[_Draws]) -> _Draws:
+    return _Draws(*(np.concatenate(a, axis=1) for a in zip(*parts, strict=True)))
+
+
+def _stats(draws: _Draws) -> dict[str, np.ndarray]:
+    num_steps = draws.num_steps
+    return {
+        "diverging": draws.diverging,
+        "n_steps": num_steps,
+        "tree_depth": np.floor(np.log2(np.maximum(num_steps, 1))).astype(int) + 1,
+        "acceptance_rate": draws.accept_prob,
+        "step_size": draws.step_size,
+        "energy": draws.energy,
+    }
+
+
+def _inference_data(target: _Target, runner: _Runner, log: _Log, adapt: str,
+                    num_chains: int, wall_time: float) -> az.InferenceData:
+    kept = _concat(runner.kept)
+    warm = _concat(runner.warm) if runner.warm else None
+    leapfrog_warm = 0 if warm is None else int(warm.num_steps.sum(dtype=np.int64))
+    n_grad = {
+        "n_grad_warmup": num_chains + leapfrog_warm,
+        "n_grad_training": target.n_grad_vi + num_chains * log.transport_updates,
+        "n_grad_sampling": int(kept.num_steps.sum(dtype=np.int64)),
+    }
+    attrs = {
+        "adapt": adapt,
+        "flow": "" if target.transport.flow is None else str(target.transport.flow.formula),
+        **n_grad,
+        "n_grad": sum(n_grad.values()),
+        "divergences": int(kept.diverging.sum()),
+        "warmup_divergences": 0 if warm is None else int(warm.diverging.sum()),
+        "n_transport_updates": log.transport_updates,
+        "n_refits": log.refits,
+        "n_refits_kept": log.refits_kept,
+        "fisher_loss": log.fisher_loss,
+        **log.times,
+        "wall_time": wall_time,
+        "inference_library": "nfvi.sample (numpyro NUTS)",
+    }
+    groups: dict[str, Any] = {
+        "posterior": to_model_space(target.model, target.guide, kept.x),
+        "sample_stats": _stats(kept),
+    }
+    if warm is not None:
+        groups["warmup_posterior"] = to_model_space(target.model, target.guide, warm.x)
+        groups["warmup_sample_stats"] = _stats(warm)
+    return az.from_dict(**groups, save_warmup=warm is not None, attrs=attrs)
