@@ -37,7 +37,8 @@ from guides import AutoFlow
 
 
 def logdensity_loss(guide: AutoFlow, log_density: Callable[[Array], Array], num_particles: int,
-                    stl: bool = False) -> Callable[[dict[str, Array], Array], Array]:
+                    stl: bool = False, spread: Callable[[Array], Array] | None = None
+                    ) -> Callable[[dict[str, Array], Array], Array]:
     """``loss(params, key)``: the ``num_particles``-sample estimate of -ELBO for an
     :class:`~guides.AutoFlow` guide (already set up) on the density ``log_density``
     of one vector; ``params`` is the guide's NumPyro param dict.
@@ -45,13 +46,16 @@ def logdensity_loss(guide: AutoFlow, log_density: Callable[[Array], Array], num_
     With ``stl=True`` the value is the same estimate and the gradient is the
     sticking-the-landing one: log q is also computed as log q_phi(x) through the
     flow's inverse, with phi a gradient-stopped copy of the parameters, and only its
-    gradient is kept.
+    gradient is kept. ``spread`` constrains the base draws (leading axis: particles)
+    to lie across devices (:meth:`vi.devices.Layout.spread_batch`).
     """
     flow, dim = guide.flow, guide.latent_dim
     log_p = jax.vmap(log_density)
 
     def loss(params: dict[str, Any], key: Array) -> Array:
         z = jax.random.normal(key, (num_particles, dim))
+        if spread is not None:
+            z = spread(z)
         flow_params = guide.flow_params(params)
         x, log_det = flow.forward(flow_params, z)
         log_q = -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * dim * jnp.log(2 * jnp.pi) - log_det

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, NamedTuple
@@ -56,6 +56,7 @@ import flows
 from flows.options import check_int, check_number
 from guides import AutoFlow
 from vi.approximation import Approximation
+from vi.devices import Layout, chain_layout
 from vi.elbo import flat_potential
 from vi.fisher import (
     RefitData,
@@ -231,6 +232,7 @@ def sample(
     seed: int = 0,
     *,
     schedule: Schedule | None = None,
+    devices: Sequence[jax.Device] | None = None,
     **nuts_kwargs: Any,
 ) -> az.InferenceData:
     r"""NUTS on ``model``, its warm-up learning the transport that preconditions it.
@@ -266,6 +268,10 @@ def sample(
             have an analytic inverse. Default :data:`DEFAULT_FLOW`.
         seed: seeds the initial points, the chains and the re-fits.
         schedule: the adaptation's :class:`Schedule` (default ``Schedule()``).
+        devices: the devices the chains lie across (default: all of them, when
+            ``num_chains`` is a multiple of their number; otherwise one device):
+            each device runs its share of the chains, the transport is replicated
+            and re-fitted from every chain's draws (:mod:`vi.devices`).
         **nuts_kwargs: NUTS options: ``target_accept_prob`` (0.8), ``max_tree_depth``
             (10), ``step_size`` (initial, 1), ``find_heuristic_step_size``; with
             ``adapt="diag"`` also ``dense_mass``, ``adapt_mass_matrix``,
@@ -288,12 +294,17 @@ def sample(
     start = time.perf_counter()
     schedule = _check_arguments(model, num_warmup, num_samples, num_chains, adapt, flow,
                                 seed, schedule, nuts_kwargs)
+    layout = chain_layout(devices, num_chains)  # bad devices fail before any work
     key_init, key_chains, key_refit = jax.random.split(jax.random.key(seed), 3)
     target = _target(model, adapt, flow)
     y0 = _initial_points(target, model, key_init, num_chains)
     log = _Log()
-    programs = _compile(target, adapt, num_warmup, num_chains, schedule, nuts_kwargs, y0, log)
-    states = programs.init(jax.random.split(key_chains, num_chains), y0, target.params)
+    programs = _compile(target, adapt, num_warmup, num_chains, schedule, nuts_kwargs, y0, log,
+                        layout)
+    keys = jax.random.split(key_chains, num_chains)
+    if layout is not None:
+        keys, y0 = layout.place((keys, y0), (layout.spread, layout.spread))
+    states = programs.init(keys, y0, target.params)
     _check_start(states)
 
     points = schedule.points(num_warmup, target.diagonal) if adapt == "flow" else []
@@ -400,26 +411,37 @@ def _check_start(states: HMCState) -> None:
 
 
 def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
-             schedule: Schedule, nuts_kwargs: dict[str, Any], y0: Array, log: _Log
-             ) -> _Programs:
-    """Build and compile (ahead of time, timed as ``compile_time``) every program."""
+             schedule: Schedule, nuts_kwargs: dict[str, Any], y0: Array, log: _Log,
+             layout: Layout | None = None) -> _Programs:
+    """Build and compile (ahead of time, timed as ``compile_time``) every program;
+    with a ``layout``, the chains lie across its devices (everything else is
+    replicated)."""
     start = time.perf_counter()
     programs = _programs(target, adapt, num_warmup, schedule, nuts_kwargs)
     params = target.params
     keys = jax.random.split(jax.random.key(0), num_chains)
-    init = jax.jit(programs.init).lower(keys, y0, params).compile()
+    spread, one = (None, None) if layout is None else (layout.spread, layout.replicated)
+
+    def jit(fn: Callable[..., Any], ins: tuple[Any, ...], out: Any) -> Any:
+        # chains (the leading axis of states and records) across the layout's devices
+        if layout is None:
+            return jax.jit(fn)
+        return jax.jit(fn, in_shardings=ins, out_shardings=out)
+
+    init = jit(programs.init, (spread, spread, one), spread).lower(keys, y0, params).compile()
     states = jax.eval_shape(programs.init, keys, y0, params)
-    chunk = jax.jit(programs.chunk).lower(states, params, jnp.array(0), jnp.array(True)
-                                          ).compile()
+    chunk = jit(programs.chunk, (spread, one, one, one), (spread, one)).lower(
+        states, params, jnp.array(0), jnp.array(True)).compile()
     records = jax.eval_shape(programs.chunk, states, params, jnp.array(0), jnp.array(True))[1]
-    push = jax.jit(programs.push).lower(params, records.y).compile()
+    push = jit(programs.push, (one, one), one).lower(params, records.y).compile()
     scores, move, settle, refit = programs.scores, programs.move, programs.settle, programs.refit
     if adapt == "flow":
-        move = jax.jit(move).lower(states, params, params).compile()
-        settle = jax.jit(settle).lower(states).compile()
+        move = jit(move, (spread, one, one), spread).lower(states, params, params).compile()
+        settle = jit(settle, (spread,), spread).lower(states).compile()
         if num_warmup:
-            scores = jax.jit(scores).lower(params, records.y, records.grad_y).compile()
-            refit = jax.jit(refit).lower(
+            scores = jit(scores, (one, one, one), one).lower(
+                params, records.y, records.grad_y).compile()
+            refit = jit(refit, (one, one, one), one).lower(
                 params, _refit_shapes(schedule, num_chains, target.guide.latent_dim),
                 jax.random.key(0)).compile()
     log.times["compile_time"] += time.perf_counter() - start

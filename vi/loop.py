@@ -20,11 +20,12 @@ import jax.numpy as jnp
 import optax
 from jax import Array, lax
 
-LossFn = Callable[[Any, Array], Array]
-"""loss(unconstrained_params, rng_key) -> scalar negative ELBO."""
+LossFn = Callable[..., Array]
+"""loss(unconstrained_params, rng_key, *data) -> scalar negative ELBO; ``data`` are
+the arrays the chunk is given (:mod:`vi.data`), none by default."""
 
-Chunk = Callable[["LoopState", Array], tuple["LoopState", Array, dict[str, Array]]]
-"""chunk(state, limit) -> (state, losses (restarts, length), records)."""
+Chunk = Callable[..., tuple["LoopState", Array, dict[str, Array]]]
+"""chunk(state, limit, data=()) -> (state, losses (restarts, length), records)."""
 
 
 class LoopState(NamedTuple):
@@ -53,19 +54,24 @@ def _all_finite(tree: Any) -> Array:
 
 def make_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, blocks: int,
                every: int, max_failures: int,
-               measure: Callable[[Any, Any], dict[str, Array]] | None = None) -> Chunk:
-    """Build the jitted ``chunk(state, limit) -> (state, losses, records)``.
+               measure: Callable[[Any, Any], dict[str, Array]] | None = None,
+               shardings: tuple[Any, Any] | None = None) -> Chunk:
+    """Build the jitted ``chunk(state, limit, data=()) -> (state, losses, records)``.
 
     ``losses`` has shape (restarts, blocks * every), NaN for skipped or inactive
     steps; ``records`` maps names to arrays of shape (restarts, blocks, ...), one
     record (``measure(params, grads)`` at the block's last step) per block. After
     ``max_failures`` consecutive skipped steps a restart stops updating.
+    ``data``, a tuple of arrays, is passed to every loss call after the key.
+    ``shardings``, ``(state_shardings, replicated, data_shardings)``, places the
+    state (its shardings kept from chunk to chunk) and the data, and gives the host
+    replicated losses and records (:class:`vi.devices.Layout`).
     """
     tracked = measure is not None
 
-    def step(state: LoopState) -> tuple[LoopState, Array, Any]:
+    def step(state: LoopState, data: tuple[Array, ...]) -> tuple[LoopState, Array, Any]:
         key, sub = jax.random.split(state.key)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, sub)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, sub, *data)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         active = state.run_skipped < max_failures
@@ -83,19 +89,20 @@ def make_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, bloc
             jnp.where(skipped, state.run_skipped + 1, jnp.where(keep, 0, state.run_skipped)))
         return new, jnp.where(keep, loss, jnp.nan), grads if tracked else None
 
-    steps = jax.vmap(step)
+    steps = jax.vmap(step, in_axes=(0, None))
 
-    def skip(state: LoopState) -> tuple[LoopState, Array, Any]:
+    def skip(state: LoopState, data: tuple[Array, ...]) -> tuple[LoopState, Array, Any]:
         grads = jax.tree.map(jnp.zeros_like, state.params) if tracked else None
         return state, jnp.full(state.step.shape, jnp.nan), grads
 
-    def block(state: LoopState, limit: Array) -> tuple[LoopState, tuple[Array, dict]]:
+    def block(state: LoopState, limit: Array, data: tuple[Array, ...]
+              ) -> tuple[LoopState, tuple[Array, dict]]:
         # Only the last gradient of a block is recorded: carry it, never stack it.
         def inner(carry: tuple[LoopState, Any], _: None) -> tuple[tuple[LoopState, Any], Array]:
             s, g = carry
             # Every restart has taken the same number of steps, so this predicate is
             # not batched and the branch is real: steps past the limit cost nothing.
-            s, loss, new_g = lax.cond(s.step[0] < limit, steps, skip, s)
+            s, loss, new_g = lax.cond(s.step[0] < limit, steps, skip, s, data)
             return (s, new_g if tracked else g), loss
 
         grads0 = jax.tree.map(jnp.zeros_like, state.params) if tracked else None
@@ -103,11 +110,16 @@ def make_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, bloc
         records = jax.vmap(measure)(state.params, grads) if tracked else {}
         return state, (losses, records)
 
-    def chunk(state: LoopState, limit: Array) -> tuple[LoopState, Array, dict]:
-        state, (losses, records) = lax.scan(lambda s, _: block(s, limit), state, None,
+    def chunk(state: LoopState, limit: Array, data: tuple[Array, ...] = ()
+              ) -> tuple[LoopState, Array, dict]:
+        state, (losses, records) = lax.scan(lambda s, _: block(s, limit, data), state, None,
                                             length=blocks)
         # losses: (blocks, every, restarts); records: (blocks, restarts, ...)
         losses = jnp.moveaxis(losses.reshape(blocks * every, -1), 0, 1)
         return state, losses, jax.tree.map(lambda r: jnp.moveaxis(r, 0, 1), records)
 
-    return jax.jit(chunk)
+    if shardings is None:
+        return jax.jit(chunk)
+    state_shardings, replicated, data_shardings = shardings
+    return jax.jit(chunk, in_shardings=(state_shardings, replicated, data_shardings),
+                   out_shardings=(state_shardings, replicated, replicated))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Literal, NamedTuple
 
@@ -40,6 +40,7 @@ from numpyro.infer.util import constrain_fn
 
 from flows.options import check_int, check_number
 from guides import AutoFlow
+from vi.devices import chain_layout, resolve_devices
 from vi.elbo import flat_potential
 from vi.global_moves import independence_mh, no_move
 from vi.refit import refit_flow
@@ -108,6 +109,7 @@ def neutra(
     refit: int = 0,
     refit_steps: int = 500,
     refit_lr: float = 1e-2,
+    devices: Sequence[jax.Device] | None = None,
     **nuts_kwargs: Any,
 ) -> az.InferenceData:
     """NeuTra NUTS: NUTS on the pulled-back target, draws returned in the model's space.
@@ -150,6 +152,9 @@ def neutra(
         chain_method: ``"vectorized"`` (``vmap`` over chains) or ``"sequential"``.
         refit: re-fit the flow this many times during warm-up (0: never).
         refit_steps, refit_lr: full-batch Adam steps and rate of each re-fit.
+        devices: the devices the chains lie across (``"vectorized"`` chains; default:
+            all of them when ``num_chains`` is a multiple of their number, else one
+            device); the flow is replicated (:mod:`vi.devices`).
         **nuts_kwargs: passed to ``numpyro.infer.NUTS`` (``target_accept_prob``,
             ``dense_mass``, ``max_tree_depth``, ...).
 
@@ -170,6 +175,11 @@ def neutra(
     check_int(seed, "seed")
     if chain_method not in ("vectorized", "sequential"):
         raise ValueError(f"chain_method must be 'vectorized' or 'sequential', got {chain_method!r}")
+    devices = resolve_devices(devices)
+    layout = chain_layout(devices, num_chains) if chain_method == "vectorized" else None
+    if chain_method == "sequential" and devices is not None and len(devices) > 1:
+        raise ValueError("chain_method='sequential' runs the chains one after the other on "
+                         "one device: use 'vectorized' to spread them over devices")
     _check_nuts_kwargs(nuts_kwargs)
     _check_approximation(approx)
     guide = approx.guide
@@ -196,8 +206,11 @@ def neutra(
     warm_draws: list[_Draw] = []
     for w, length in enumerate(windows):
         last = w == len(windows) - 1
-        init, run = _chains(approx, params, global_every, chain_method, nuts_kwargs)
+        init, run = _chains(approx, params, global_every, chain_method, nuts_kwargs,
+                            None if layout is None else layout.spread)
         start = time.perf_counter()
+        if layout is not None:
+            z = layout.place(z, layout.spread)
         states = init(keys[w], z, length)
         # compiled ahead of time so that the reported phase times are sampling only
         lengths = {length, num_samples} if last else {length}
@@ -249,10 +262,12 @@ def _chains(
     global_every: int | None,
     chain_method: str,
     nuts_kwargs: dict[str, Any],
+    spread: Any = None,
 ) -> tuple[Callable[[Array, Array, int], HMCState], Any]:
     """``init(key, z, num_warmup)``: the chains' NUTS states at latent points ``z``
     (chains, D); ``run(states, length)``: ``length`` transitions of every chain (jitted,
-    ``length`` static), returning the new states and the :class:`_Draw` records."""
+    ``length`` static), returning the new states and the :class:`_Draw` records.
+    ``spread``, a sharding, lays the chain axis of both across devices."""
     potential = pulled_back_potential(approx, params)
     base = approx.guide.get_base_dist()
     kernel = NUTS(potential_fn=potential, **nuts_kwargs)
@@ -260,7 +275,8 @@ def _chains(
 
     def init(key: Array, z: Array, num_warmup: int) -> HMCState:
         keys = jax.random.split(key, z.shape[0])
-        return jax.jit(jax.vmap(lambda k, z0: kernel.init(k, num_warmup, z0, (), {})))(keys, z)
+        return jax.jit(jax.vmap(lambda k, z0: kernel.init(k, num_warmup, z0, (), {})),
+                       out_shardings=spread)(keys, z)
 
     def transition(state: HMCState, _: None) -> tuple[HMCState, _Draw]:
         state = kernel.sample(state, (), {})
@@ -280,7 +296,7 @@ def _chains(
     def run_chain(state: HMCState, length: int) -> tuple[HMCState, _Draw]:
         return lax.scan(transition, state, None, length=length)
 
-    @partial(jax.jit, static_argnums=1)
+    @partial(jax.jit, static_argnums=1, out_shardings=spread)
     def run(states: HMCState, length: int) -> tuple[HMCState, _Draw]:
         one_chain = partial(run_chain, length=length)
         if chain_method == "vectorized":

@@ -21,6 +21,7 @@ from flows import DEFAULT_JITTER
 from flows.options import check_int
 from guides import AutoFlow
 from vi.approximation import Approximation
+from vi.devices import Layout, fit_layout
 from vi.driver import FitError, drive
 from vi.loop import LoopState, init_state
 from vi.model import Model
@@ -36,6 +37,19 @@ INIT_RETRIES = 4
 
 def _identity(params: Any) -> Any:
     return params
+
+
+def _first_rows(msg: dict[str, Any]) -> Array | None:
+    """Indices 0..B-1 for a subsampled plate's site, nothing for any other site."""
+    if msg["type"] == "plate" and msg["args"][1] not in (None, msg["args"][0]):
+        return jnp.arange(msg["args"][1])
+    return None
+
+
+def _to_local(a: Any) -> Any:
+    """An array on this process's default device (a state spread over devices, or
+    built on another one, comes back to where the host works)."""
+    return jax.device_put(a, jax.local_devices()[0]) if isinstance(a, jax.Array) else a
 
 
 class NFVI:
@@ -80,6 +94,7 @@ class NFVI:
         self.approx: Approximation | None = None
         self._state: LoopState | None = None
         self._program: FitProgram | None = None
+        self._layout: Layout | None = None
         self._default_optimizer = default_optimizer()
         self._optimizer: optax.GradientTransformation | None = None
         self._n_grad_evals = 0
@@ -102,7 +117,10 @@ class NFVI:
         # outside svi.init, so that the initial parameters do not depend on whether
         # someone (the command line, a user) already ran the guide once.
         setup = guide._setup_prototype if isinstance(guide, AutoFlow) else guide
-        strategy = guide.init_loc_fn
+        strategy, model_fn = guide.init_loc_fn, guide.model
+        # the prototype needs a subsample's shape, not a random one: NumPyro's own draw
+        # costs O(N) (seconds for N = 10^7), the first B rows nothing
+        guide.model = handlers.substitute(model_fn, substitute_fn=_first_rows)
         try:
             for attempt in range(INIT_RETRIES + 1):
                 key, sub = jax.random.split(key)
@@ -116,7 +134,7 @@ class NFVI:
                     if "valid initial parameters" not in str(err):
                         raise
         finally:
-            guide.init_loc_fn = strategy
+            guide.init_loc_fn, guide.model = strategy, model_fn
         raise ValueError(f"{self.model!r}: the log density or its gradient is not finite at "
                          f"the initial point nor at {INIT_RETRIES} jittered points near it; "
                          "check the model (or give another init point: "
@@ -170,7 +188,8 @@ class NFVI:
             n_mc: int = 1, elbo: str | ELBO = "trace", callbacks: Sequence[Any] = (),
             progress: bool = True, seed: int | None = None, restarts: int = 1,
             chunk: int = 1000, max_failures: int = 100,
-            learning_rate: float | None = None) -> Approximation:
+            learning_rate: float | None = None, devices: Sequence[Any] | None = None
+            ) -> Approximation:
         """Run ``n`` optimisation steps; calling again continues (and appends to ``hist``).
 
         The compiled program is kept: a later call with the same structure (ELBO,
@@ -204,6 +223,15 @@ class NFVI:
             learning_rate: the peak rate of the default optimizer (default 1e-2), or
                 the ``learning_rate`` of an ``optax.inject_hyperparams`` optimizer;
                 a traced value, so changing it compiles nothing.
+            devices: the devices to spread the fit over (default: all of them,
+                ``jax.devices()``; after ``jax.distributed.initialize()`` every
+                host's). The restarts lie across them when ``restarts`` is a
+                multiple of their number, else the particles when ``n_mc`` is, and
+                the data arrays of a subsampled plate along their rows; parameters
+                are replicated and the loss is averaged across devices inside the
+                compiled chunk, so the result is the one-device result up to float
+                error (:mod:`vi.devices`). With the default, a fit with nothing to
+                spread runs on one device; with devices given it is an error.
 
         Returns:
             The :class:`Approximation`; also kept as ``self.approx``. Ctrl-C
@@ -212,7 +240,7 @@ class NFVI:
         plan = plan_fit(self.guide, n=n, optimizer=optimizer, learning_rate=learning_rate,
                         n_mc=n_mc, elbo=elbo, callbacks=callbacks, progress=progress,
                         seed=seed, restarts=restarts, chunk=chunk, max_failures=max_failures,
-                        continuing=self._state is not None)
+                        continuing=self._state is not None, devices=devices)
         key = jax.random.key(self.seed if plan.seed is None else plan.seed)
         init_key, run_key = jax.random.split(key)
         if plan.optimizer is None:
@@ -233,7 +261,14 @@ class NFVI:
                 state = state._replace(key=jax.random.split(run_key, state.key.shape[0]))
         self._optimizer = optimizer
         state = state._replace(opt_state=start_call(state.opt_state, plan.n, rate))
-        outcome = drive(self._program.runner(plan, optimizer, state), state, plan,
+        program = self._program
+        self._layout = fit_layout(
+            plan.devices, restarts=int(state.step.shape[0]), particles=plan.particles,
+            can_split_particles=program.can_split_particles(plan),
+            plate_sizes=program.plate_sizes())
+        if self._layout is not None:
+            state = self._layout.place(state, self._layout.state_shardings(state))
+        outcome = drive(program.runner(plan, optimizer, state, self._layout), state, plan,
                         lambda s, r, losses: self._approximation(s, r, losses, plan.particles),
                         self._keep)
         if outcome.losses:
@@ -245,6 +280,13 @@ class NFVI:
             tqdm.write(f"NFVI stopped: {outcome.stop_message}")
         return self.approx
 
+    @property
+    def layout(self) -> Layout | None:
+        """How the last ``fit`` call lay across devices (:class:`vi.devices.Layout`:
+        its mesh, and whether restarts or particles were spread), or ``None`` for a
+        one-device fit."""
+        return self._layout
+
     def _keep(self, state: LoopState) -> None:
         self._state = state
 
@@ -253,8 +295,9 @@ class NFVI:
         """The approximation of restart ``r`` of ``state`` after ``losses_all``."""
         pending = np.concatenate(losses_all, axis=1)
         constrain = self._program.constrain
+        params = state.params if self._layout is None else self._layout.to_host(state.params)
         return Approximation(
-            guide=self.guide, params=constrain(jax.tree.map(lambda a: a[r], state.params)),
+            guide=self.guide, params=constrain(jax.tree.map(lambda a: _to_local(a[r]), params)),
             model=self.model, hist=np.concatenate([self.hist, pending[r]]),
             n_grad_evals=self._n_grad_evals + pending.size * particles,
             n_skipped=int(np.asarray(state.n_skipped)[r]))
@@ -265,9 +308,11 @@ class NFVI:
         state, constrain = self._state, self._program.constrain
         best = 0
         if state.step.shape[0] > 1:
+            params = state.params if self._layout is None else self._layout.to_host(state.params)
             self.restart_elbos = np.array([
                 Approximation(guide=self.guide, model=self.model, hist=np.zeros(0),
-                              params=constrain(jax.tree.map(lambda a, r=r: a[r], state.params))
+                              params=constrain(jax.tree.map(lambda a, r=r: _to_local(a[r]),
+                                                            params))
                               ).elbo(num_samples=1024, key=r)
                 for r in range(state.step.shape[0])])
             best = int(np.argmax(np.where(np.isfinite(self.restart_elbos),

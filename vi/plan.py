@@ -18,6 +18,7 @@ from numpyro.infer.elbo import ELBO
 from flows.options import check_number
 from guides import AutoFlow
 from vi.callbacks import Tracker, check_callback
+from vi.devices import resolve_devices
 from vi.optim import settable_learning_rate
 
 ELBO_NAMES = ("trace", "meanfield", "stl")
@@ -47,6 +48,7 @@ class FitPlan:
     every: int
     progress: bool
     seed: int | None
+    devices: list[Any] | None = None
 
     @property
     def length(self) -> int:
@@ -101,13 +103,15 @@ def chunk_shape(host_every: int, every: int | None) -> tuple[int, int]:
 
 def plan_fit(guide: Any, *, n: int, optimizer: Any, learning_rate: Any, n_mc: int,
              elbo: str | ELBO, callbacks: Sequence[Any], progress: bool, seed: int | None,
-             restarts: int, chunk: int, max_failures: int, continuing: bool) -> FitPlan:
+             restarts: int, chunk: int, max_failures: int, continuing: bool,
+             devices: object = None) -> FitPlan:
     """Check every argument of a ``fit`` call (see :meth:`vi.NFVI.fit`) and plan it."""
     n = positive_int(n, "n")
     n_mc = positive_int(n_mc, "n_mc")
     restarts = positive_int(restarts, "restarts")
     chunk = positive_int(chunk, "chunk")
     max_failures = positive_int(max_failures, "max_failures")
+    devices = resolve_devices(devices)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
         raise TypeError(f"seed must be an integer or None, got {seed!r}")
     elbo_obj = make_elbo(elbo, n_mc, guide)
@@ -139,4 +143,4 @@ def plan_fit(guide: Any, *, n: int, optimizer: Any, learning_rate: Any, n_mc: in
                    elbo_obj=elbo_obj, particles=getattr(elbo_obj, "num_particles", 1),
                    optimizer=optimizer, learning_rate=learning_rate, callbacks=callbacks,
                    tracker=tracker, blocks=blocks, every=every, progress=bool(progress),
-                   seed=None if seed is None else int(seed))
+                   seed=None if seed is None else int(seed), devices=devices)

@@ -20,6 +20,7 @@ and ``fit(500)`` twice equals ``fit(1000)``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -28,13 +29,17 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import Array
+from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from numpyro.infer.elbo import ELBO
 
 from flows import scan_unroll
 from flows.flow import UNROLL
 from guides import AutoFlow
+from vi.data import BoundData
+from vi.devices import Layout
 from vi.elbo import logdensity_loss, model_log_density
 from vi.loop import LoopState, LossFn, make_chunk
+from vi.minibatch import draw_indices, subsampled_plates, with_indices
 from vi.model import Model
 from vi.optim import optimizer_signature
 from vi.plan import FitPlan
@@ -50,31 +55,34 @@ class Runner:
     """The compiled chunks of one structure and one state shape.
 
     ``runner(state, end, at)`` runs one chunk from step ``at`` (the state's step)
-    towards ``end`` and returns ``(state, losses, records, reached)``, ``reached``
-    the step it stops at. Steps before ``rolled_until`` run the rolled compile
-    (stopping at ``rolled_until``), the others the unrolled one.
+    towards ``end`` on the model's ``data`` arrays and returns
+    ``(state, losses, records, reached)``, ``reached`` the step it stops at. Steps
+    before ``rolled_until`` run the rolled compile (stopping at ``rolled_until``),
+    the others the unrolled one.
     """
 
-    def __init__(self, make: Callable[[], Any], state: LoopState, length: int,
-                 rolled_until: int):
-        self.length, self.rolled_until = length, rolled_until
+    def __init__(self, make: Callable[[], Any], state: LoopState, data: tuple[Array, ...],
+                 length: int, rolled_until: int):
+        self.length, self.rolled_until, self.data = length, rolled_until, data
         limit = jnp.asarray(0, jnp.int32)
         self._rolled: Future | None = None
         if rolled_until > 0:
             # compile the rolled chunk while the unrolled one is traced (XLA compiles
             # without holding the GIL), then compile the unrolled one beside it
             with scan_unroll(1):
-                self._rolled = _COMPILER.submit(make().lower(state, limit).compile)
+                self._rolled = _COMPILER.submit(make().lower(state, limit, data).compile)
         with scan_unroll(UNROLL):
-            self._unrolled: Future = _COMPILER.submit(make().lower(state, limit).compile)
+            self._unrolled: Future = _COMPILER.submit(make().lower(state, limit, data).compile)
 
     def __call__(self, state: LoopState, end: int, at: int
                  ) -> tuple[LoopState, Array, dict[str, Array], int]:
         if self._rolled is not None and at < self.rolled_until:
             stop = min(end, self.rolled_until, at + self.length)
-            return (*self._rolled.result()(state, jnp.asarray(stop, jnp.int32)), stop)
-        stop = min(end, at + self.length)
-        return (*self._unrolled.result()(state, jnp.asarray(stop, jnp.int32)), stop)
+            chunk = self._rolled.result()
+        else:
+            stop = min(end, at + self.length)
+            chunk = self._unrolled.result()
+        return (*chunk(state, jnp.asarray(stop, jnp.int32), self.data), stop)
 
 
 
@@ -111,6 +119,7 @@ class FitProgram:
                  constrain: Callable[[Any], Any]):
         self.model, self.guide, self.constrain = model, guide, constrain
         self._losses: dict[Hashable, LossFn] = {}
+        self._data: dict[Hashable, BoundData] = {}
         self._runners: dict[Hashable, Runner] = {}
         self._signatures: dict[int, tuple[optax.GradientTransformation, Hashable]] = {}
 
@@ -119,36 +128,97 @@ class FitProgram:
         """Whether the guide is a flow with repeated steps (whose unrolling matters)."""
         return isinstance(self.guide, AutoFlow) and self.guide.flow.has_repeats
 
-    def loss(self, plan: FitPlan) -> LossFn:
-        """``loss(params, key)``, the ``plan.particles``-draw estimate of -ELBO.
+    def direct(self, plan: FitPlan) -> bool:
+        """Whether the loss is written directly on the model's density (:mod:`vi.elbo`):
+        an :class:`~guides.AutoFlow` guide, a named ELBO, and a model that is one
+        density over its latents."""
+        return (isinstance(self.guide, AutoFlow) and isinstance(plan.elbo, str)
+                and (self.model.log_density is not None
+                     or model_log_density(self.model, self.guide) is not None))
+
+    def can_split_particles(self, plan: FitPlan) -> bool:
+        """Whether the ELBO is a mean over independent particles, which can then lie
+        across devices: the direct loss, ``Trace_ELBO`` or ``TraceMeanField_ELBO``."""
+        return self.direct(plan) or (
+            type(plan.elbo_obj) in (Trace_ELBO, TraceMeanField_ELBO)
+            and not getattr(plan.elbo_obj, "multi_sample_guide", False))
+
+    def plate_sizes(self) -> tuple[int, ...]:
+        """The sizes N of the model's subsampled plates (whose data can be spread)."""
+        trace = getattr(self.guide, "prototype_trace", None) or {}
+        return tuple(n for n, _ in subsampled_plates(trace).values())
+
+    def data(self, layout: Layout | None) -> BoundData:
+        """The model's data arrays for ``layout``, put on its devices once
+        (:mod:`vi.data`)."""
+        key = None if layout is None else layout.key
+        if key not in self._data:
+            self._data[key] = BoundData.of(self.model, layout)
+        return self._data[key]
+
+    def loss(self, plan: FitPlan, layout: Layout | None = None) -> LossFn:
+        """``loss(params, key, *data)``, the ``plan.particles``-draw estimate of -ELBO,
+        ``data`` the arrays of :meth:`data`.
 
         For an :class:`~guides.AutoFlow` guide with a named ELBO on a model that is
         one density over its latents, it is written directly (:mod:`vi.elbo`; a flow
         has no analytic KL term, so every named ELBO is Trace_ELBO's estimator);
-        otherwise it is NumPyro's ELBO object.
+        otherwise it is NumPyro's ELBO object. With a ``layout``, the particles lie
+        across its devices when it splits them.
         """
-        key = _elbo_key(plan.elbo, plan.elbo_obj)
+        key = (_elbo_key(plan.elbo, plan.elbo_obj), None if layout is None else layout.key)
         if key not in self._losses:
-            self._losses[key] = self._build_loss(plan)
+            self._losses[key] = self._build_loss(plan, layout)
         return self._losses[key]
 
-    def _build_loss(self, plan: FitPlan) -> LossFn:
-        model, guide, constrain, elbo_obj = self.model, self.guide, self.constrain, plan.elbo_obj
-        density = None
-        if isinstance(guide, AutoFlow) and isinstance(plan.elbo, str):
-            density = model.log_density or model_log_density(model, guide)
-        if density is not None:
-            return logdensity_loss(guide, density, plan.particles, stl=plan.elbo == "stl")
+    def _build_loss(self, plan: FitPlan, layout: Layout | None) -> LossFn:
+        guide, constrain, elbo_obj = self.guide, self.constrain, plan.elbo_obj
+        bound = self.data(layout)
+        spread = None if layout is None or layout.split != "particles" else layout.spread_batch
+        if self.direct(plan):
+            def direct_loss(params: Any, rng: Array, *data: Array) -> Array:
+                model = bound.bind(data)
+                density = model.log_density or model_log_density(model, guide)
+                return logdensity_loss(guide, density, plan.particles, stl=plan.elbo == "stl",
+                                       spread=spread)(params, rng)
+
+            return direct_loss
         if plan.elbo == "stl":
             raise ValueError("elbo='stl' needs a model that is one density over its latent "
                              "sites: this one has a numpyro.param, a subsampled plate or "
                              "mutable state, which Trace_ELBO must trace; use elbo='trace'")
+        plates = subsampled_plates(getattr(guide, "prototype_trace", None) or {})
 
-        def loss(params: Any, rng: Array) -> Array:
-            return elbo_obj.loss(rng, constrain(params), model.fn, guide,
-                                 *model.args, **model.kwargs)
+        def minibatch(rng: Array) -> tuple[Array, Callable[..., Any], Callable[..., Any]]:
+            # minibatch indices in O(B) (vi.minibatch), shared by model, guide, particles
+            if not plates:
+                return rng, self.model.fn, guide
+            rng, sub = jax.random.split(rng)
+            indices = draw_indices(sub, plates)
+            return rng, with_indices(self.model.fn, indices), with_indices(guide, indices)
 
-        return loss
+        if spread is None:
+            def loss(params: Any, rng: Array, *data: Array) -> Array:
+                model = bound.bind(data)
+                rng, model_fn, guide_fn = minibatch(rng)
+                return elbo_obj.loss(rng, constrain(params), model_fn, guide_fn,
+                                     *model.args, **model.kwargs)
+
+            return loss
+        # NumPyro's own particle loop, written out so that its keys can lie across
+        # devices: particle i of Trace_ELBO(num_particles=P) is the one-particle ELBO
+        # at the i-th of P split keys, and the loss is their mean
+        single = copy.copy(elbo_obj)
+        single.num_particles = 1
+
+        def spread_loss(params: Any, rng: Array, *data: Array) -> Array:
+            model = bound.bind(data)
+            rng, model_fn, guide_fn = minibatch(rng)
+            keys = spread(jax.random.split(rng, plan.particles))
+            return jnp.mean(jax.vmap(lambda k: single.loss(
+                k, constrain(params), model_fn, guide_fn, *model.args, **model.kwargs))(keys))
+
+        return spread_loss
 
     def _signature(self, optimizer: optax.GradientTransformation, params: Any) -> Hashable:
         # the same object has the same signature: trace its update once
@@ -160,24 +230,29 @@ class FitProgram:
         return signature
 
     def runner(self, plan: FitPlan, optimizer: optax.GradientTransformation,
-               state: LoopState) -> Runner:
-        """The :class:`Runner` for this plan, optimizer and state shape, built (traced
-        and compiled) the first time they meet."""
+               state: LoopState, layout: Layout | None = None) -> Runner:
+        """The :class:`Runner` for this plan, optimizer, state shape and device
+        layout, built (traced and compiled) the first time they meet."""
         params = jax.tree.map(lambda a: a[0], state.params)
         key = (_elbo_key(plan.elbo, plan.elbo_obj), self._signature(optimizer, params),
-               _tracker_key(plan), plan.blocks, plan.every, plan.max_failures, _avals(state))
+               _tracker_key(plan), plan.blocks, plan.every, plan.max_failures, _avals(state),
+               None if layout is None else layout.key)
         if key not in self._runners:
             measure = None
-            tracker, constrain, loss = plan.tracker, self.constrain, self.loss(plan)
+            tracker, constrain, loss = plan.tracker, self.constrain, self.loss(plan, layout)
+            data = self.data(layout)
+            shardings = None if layout is None else (layout.state_shardings(state),
+                                                     layout.replicated, data.shardings)
             if tracker is not None:
                 def measure(params: Any, grads: Any) -> dict[str, Array]:
                     return tracker.measure(constrain(params), grads)
 
             def make() -> Any:
                 return make_chunk(loss, optimizer, blocks=plan.blocks, every=plan.every,
-                                  max_failures=plan.max_failures, measure=measure)
+                                  max_failures=plan.max_failures, measure=measure,
+                                  shardings=shardings)
 
             start = int(state.step[0])
             rolled_until = plan.length if self.repeats and start < plan.length else 0
-            self._runners[key] = Runner(make, state, plan.length, rolled_until)
+            self._runners[key] = Runner(make, state, data.arrays, plan.length, rolled_until)
         return self._runners[key]
