@@ -21,3 +21,18 @@ def restore_registry() -> Iterator[None]:
     registry._FLOWS.update(saved_flows)
     registry._ALIASES.clear()
     registry._ALIASES.update(saved_aliases)
+
+
+# Files whose tests share module-scoped fixtures (built once per worker that runs
+# them) go to one worker each; the tests of every other file, and each notebook
+# execution, are spread over the workers one by one (pytest-xdist --dist loadgroup).
+_SHARED_FIXTURES = {"test_approximation", "test_bad_input", "test_browser", "test_devices",
+                    "test_docs", "test_neutra", "test_nfvi", "test_plots", "test_refit",
+                    "test_sample"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in _SHARED_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(module))

@@ -60,14 +60,14 @@ def loss(hist: Any, *, log: bool = False, window: int | None = None, max_points:
     hv = require_holoviews()
     mean = running_mean(values, int(window))
     values = np.where(finite, values, np.nan)
-    label = "loss"
+    # the axis is named apart from the curve labels ("loss", "mean of w"): matplotlib
+    # reads a legend label equal to the axis label as a per-point mapping
+    label = "negative ELBO"
     if log and (low := values[finite].min()) <= 0:
         values, mean = values - low + 1, mean - low + 1
-        label = f"loss - min + 1 (min = {low:.4g})"
+        label = f"negative ELBO - min + 1 (min = {low:.4g})"
     keep = slice(None, None, -(-n // max_points))
     steps = np.arange(n)[keep]
-    # Named apart from the curve labels: matplotlib would read a label equal to a
-    # dimension name as a per-point mapping.
     y = hv.Dimension("loss_value", label=label)
     raw = styled(
         hv.Curve((steps, values[keep]), "step", y, label="loss"), {"color": "#9ecae1"}, **_LINE
