@@ -36,7 +36,6 @@ References:
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ from vi.fisher import (
     score_from_latent,
 )
 from vi.model import Model
-from vi.neutra import to_model_space
+from vi.neutra import check_nuts_options, to_model_space
 
 __all__ = ["DEFAULT_FLOW", "Schedule", "sample"]
 
@@ -353,19 +352,12 @@ def _check_arguments(model: object, num_warmup: int, num_samples: int, num_chain
 
 def _check_nuts_kwargs(nuts_kwargs: dict[str, Any], adapt: str) -> None:
     known = KERNEL_OPTIONS | (MASS_OPTIONS if adapt == "diag" else frozenset())
-    unknown = sorted(set(nuts_kwargs) - known)
-    if unknown:
-        if adapt == "flow" and set(unknown) & MASS_OPTIONS:
-            raise TypeError(f"{sorted(set(unknown) & MASS_OPTIONS)}: with adapt='flow' the "
-                            "learned transport is the preconditioner and the mass matrix is "
-                            "the identity; these options are for adapt='diag'")
-        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise TypeError(f"sample() got unknown argument(s) {unknown}: besides its own, it "
-                        f"takes the NUTS options {sorted(known)}{hint}")
-    accept = check_number(nuts_kwargs.get("target_accept_prob", 0.8), "target_accept_prob")
-    if not 0 < accept < 1:
-        raise ValueError(f"target_accept_prob must be strictly between 0 and 1, got {accept!r}")
+    mass = set(nuts_kwargs) & MASS_OPTIONS
+    if adapt == "flow" and mass:
+        raise TypeError(f"{sorted(mass)}: with adapt='flow' the learned transport is the "
+                        "preconditioner and the mass matrix is the identity; these options "
+                        "are for adapt='diag'")
+    check_nuts_options(nuts_kwargs, known, "sample()")
 
 
 def _target(model: Model | Approximation, adapt: str, flow: Any) -> _Target:

@@ -384,23 +384,30 @@ def _check_counts(
         )
 
 
-def _check_nuts_kwargs(nuts_kwargs: dict[str, Any]) -> None:
-    """Refuse what neutra() sets itself and names NUTS does not take (a typo, or an
-    option of another function such as fit's ``n_mc``), before any work."""
-    reserved = _RESERVED_NUTS_KWARGS.intersection(nuts_kwargs)
-    if reserved:
-        raise TypeError(f"neutra() builds the NUTS target itself; do not pass {sorted(reserved)}")
-    known = set(inspect.signature(NUTS.__init__).parameters) - {"self"} - _RESERVED_NUTS_KWARGS
-    unknown = sorted(set(nuts_kwargs) - known)
+def check_nuts_options(nuts_kwargs: dict[str, Any], known: set[str] | frozenset[str],
+                       caller: str) -> None:
+    """Refuse names outside ``known`` (a typo, or an option of another function such as
+    fit's ``n_mc``; with a did-you-mean) and a ``target_accept_prob`` outside (0, 1),
+    before any work. ``caller`` names the function in the message."""
+    unknown = sorted(set(nuts_kwargs) - set(known))
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise TypeError(f"neutra() got unknown argument(s) {unknown}: besides its own, it takes "
-                        f"only NUTS options, {sorted(known)}{hint}")
+        raise TypeError(f"{caller} got unknown argument(s) {unknown}: besides its own, it "
+                        f"takes only the NUTS options {sorted(known)}{hint}")
     accept = check_number(nuts_kwargs.get("target_accept_prob", 0.8), "target_accept_prob")
     if not 0 < accept < 1:
         raise ValueError(f"target_accept_prob must be a probability strictly between 0 and 1 "
                          f"(NUTS's default is 0.8), got {accept!r}")
+
+
+def _check_nuts_kwargs(nuts_kwargs: dict[str, Any]) -> None:
+    """Refuse what neutra() sets itself, and anything NUTS does not take."""
+    reserved = _RESERVED_NUTS_KWARGS.intersection(nuts_kwargs)
+    if reserved:
+        raise TypeError(f"neutra() builds the NUTS target itself; do not pass {sorted(reserved)}")
+    known = set(inspect.signature(NUTS.__init__).parameters) - {"self"} - _RESERVED_NUTS_KWARGS
+    check_nuts_options(nuts_kwargs, known, "neutra()")
 
 
 def _check_refit(guide: Any, refit: int, steps: int, lr: float, num_warmup: int) -> None:
