@@ -31,6 +31,7 @@ _SHARED_FIXTURES = {"test_approximation", "test_bad_input", "test_browser", "tes
                     "test_sample"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]

@@ -56,11 +56,11 @@ one, out = jax.devices()[:1], {}
 model = Model.from_logdensity(gaussian, 3)
 for name, kwargs in [("restarts", {"restarts": 4}), ("particles", {"n_mc": 8})]:
     seen = []
-    inf = NFVI("planar*2-scale-loc", model)
+    inf = NFVI("affine-loc", model)
     cb = lambda approx, hist, i, inf=inf, seen=seen: seen.append(
         next(iter(inf._state.params.values())).sharding)
     spread = inf.fit(300, progress=False, callbacks=[cb], chunk=100, **kwargs)
-    single = NFVI("planar*2-scale-loc", model).fit(300, progress=False, devices=one, **kwargs)
+    single = NFVI("affine-loc", model).fit(300, progress=False, devices=one, **kwargs)
     out[name] = {"split": inf.layout.split, "spec": str(seen[0].spec),
                  "n_devices": len(seen[0].device_set),
                  "spread": flat(spread.params), "one": flat(single.params),
@@ -104,7 +104,7 @@ pid, port = int(sys.argv[1]), sys.argv[2]
 if pid >= 0:
     jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
 devices = jax.devices() if pid >= 0 else jax.devices()[:1]
-inf = NFVI("planar*2-scale-loc", Model.from_logdensity(gaussian, 3))
+inf = NFVI("affine-loc", Model.from_logdensity(gaussian, 3))
 inf.fit(200, progress=False, restarts=2, devices=devices)
 approx = inf.fit(100, progress=False, n_mc=2, devices=devices)
 print("RESULT " + json.dumps({"n_devices": len(devices), "params": flat(approx.params),
