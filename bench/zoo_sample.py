@@ -38,7 +38,7 @@ from vi import Model, sample
 HERE = Path(__file__).resolve().parent
 # zoo.py (the script; ``zoo`` is the package of models) holds the error measure
 _spec = importlib.util.spec_from_file_location("zoo_bench", HERE / "zoo.py")
-_zoo_bench = importlib.util.module_from_spec(_spec)
+_zoo_bench = sys.modules["zoo_bench"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_zoo_bench)
 error = _zoo_bench.error
 
