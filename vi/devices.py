@@ -81,11 +81,6 @@ class Layout:
     data_rows: tuple[int, ...] = ()
 
     @property
-    def size(self) -> int:
-        """The number of devices."""
-        return self.mesh.size
-
-    @property
     def key(self) -> tuple[Any, ...]:
         """Equal for layouts that compile to the same program."""
         return tuple(d.id for d in self.mesh.devices.flat), self.split, self.data_rows

@@ -34,6 +34,7 @@ from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.util import potential_energy
 
 from guides import AutoFlow
+from vi.minibatch import is_subsampled
 
 
 def logdensity_loss(guide: AutoFlow, log_density: Callable[[Array], Array], num_particles: int,
@@ -86,7 +87,7 @@ def model_log_density(model: Any, guide: AutoFlow) -> Callable[[Array], Array] |
     for site in guide.prototype_trace.values():
         if site["type"] in ("param", "mutable"):
             return None
-        if site["type"] == "plate" and site["args"][1] not in (None, site["args"][0]):
+        if is_subsampled(site):
             return None
     potential = flat_potential(model, guide)
 

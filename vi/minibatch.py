@@ -31,11 +31,15 @@ MAX_FRACTION = 0.1
 """Largest B / N for which indices are drawn with replacement (beyond: without)."""
 
 
+def is_subsampled(site: Mapping[str, Any]) -> bool:
+    """Whether a trace site (or handler message) is a plate that subsamples (B < N)."""
+    return site["type"] == "plate" and site["args"][1] not in (None, site["args"][0])
+
+
 def subsampled_plates(trace: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     """``{name: (N, B)}`` for every plate of a model trace that subsamples (B < N)."""
     return {name: (int(site["args"][0]), int(site["args"][1]))
-            for name, site in trace.items()
-            if site["type"] == "plate" and site["args"][1] not in (None, site["args"][0])}
+            for name, site in trace.items() if is_subsampled(site)}
 
 
 def draw_indices(key: Array, plates: Mapping[str, tuple[int, int]]) -> dict[str, Array]:

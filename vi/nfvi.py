@@ -24,6 +24,7 @@ from vi.approximation import Approximation
 from vi.devices import Layout, fit_layout
 from vi.driver import FitError, drive
 from vi.loop import LoopState, init_state
+from vi.minibatch import is_subsampled
 from vi.model import Model
 from vi.optim import DEFAULT_LEARNING_RATE, default_optimizer, start_call
 from vi.plan import plan_fit
@@ -41,7 +42,7 @@ def _identity(params: Any) -> Any:
 
 def _first_rows(msg: dict[str, Any]) -> Array | None:
     """Indices 0..B-1 for a subsampled plate's site, nothing for any other site."""
-    if msg["type"] == "plate" and msg["args"][1] not in (None, msg["args"][0]):
+    if is_subsampled(msg):
         return jnp.arange(msg["args"][1])
     return None
 
@@ -287,6 +288,14 @@ class NFVI:
         one-device fit."""
         return self._layout
 
+    def _host_params(self, state: LoopState) -> Any:
+        """The state's stacked parameters, readable on this process."""
+        return state.params if self._layout is None else self._layout.to_host(state.params)
+
+    def _restart_params(self, params: Any, r: int) -> Any:
+        """Restart ``r`` of stacked ``params``, constrained, on this process's device."""
+        return self._program.constrain(jax.tree.map(lambda a: _to_local(a[r]), params))
+
     def _keep(self, state: LoopState) -> None:
         self._state = state
 
@@ -294,10 +303,8 @@ class NFVI:
                        particles: int) -> Approximation:
         """The approximation of restart ``r`` of ``state`` after ``losses_all``."""
         pending = np.concatenate(losses_all, axis=1)
-        constrain = self._program.constrain
-        params = state.params if self._layout is None else self._layout.to_host(state.params)
         return Approximation(
-            guide=self.guide, params=constrain(jax.tree.map(lambda a: _to_local(a[r]), params)),
+            guide=self.guide, params=self._restart_params(self._host_params(state), r),
             model=self.model, hist=np.concatenate([self.hist, pending[r]]),
             n_grad_evals=self._n_grad_evals + pending.size * particles,
             n_skipped=int(np.asarray(state.n_skipped)[r]))
@@ -305,14 +312,13 @@ class NFVI:
     def _finish(self, losses_all: list[np.ndarray], particles: int) -> None:
         """End of a fit call: keep the best restart (by a precise ELBO when there are
         several) and fold this call's history into ``hist``."""
-        state, constrain = self._state, self._program.constrain
+        state = self._state
         best = 0
         if state.step.shape[0] > 1:
-            params = state.params if self._layout is None else self._layout.to_host(state.params)
+            params = self._host_params(state)
             self.restart_elbos = np.array([
                 Approximation(guide=self.guide, model=self.model, hist=np.zeros(0),
-                              params=constrain(jax.tree.map(lambda a, r=r: _to_local(a[r]),
-                                                            params))
+                              params=self._restart_params(params, r)
                               ).elbo(num_samples=1024, key=r)
                 for r in range(state.step.shape[0])])
             best = int(np.argmax(np.where(np.isfinite(self.restart_elbos),
