@@ -168,14 +168,17 @@ def test_diagonal_fit_minimises_the_fisher_loss_of_a_diagonal_map():
 @pytest.fixture(scope="module")
 def gaussian_run():
     """adapt="flow" with ``affine-loc`` (which holds the exact transport), a short schedule."""
-    with jax.log_compiles(True):
-        handler = _CompileLog()
-        logging.getLogger("jax").addHandler(handler)
-        try:
-            idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400,
-                           flow="affine-loc", seed=1, schedule=SHORT)
-        finally:
-            logging.getLogger("jax").removeHandler(handler)
+    # the global setting, not the thread-local jax.log_compiles(): programs compile on
+    # worker threads (vi.compiler)
+    jax.config.update("jax_log_compiles", True)
+    handler = _CompileLog()
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400,
+                       flow="affine-loc", seed=1, schedule=SHORT)
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+        jax.config.update("jax_log_compiles", False)
     return idata, handler.compiled
 
 

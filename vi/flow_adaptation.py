@@ -55,6 +55,7 @@ import flows
 from flows.options import check_int, check_number
 from guides import AutoFlow
 from vi.approximation import Approximation
+from vi.compiler import compile_all
 from vi.devices import Layout, chain_layout
 from vi.elbo import flat_potential
 from vi.fisher import (
@@ -115,9 +116,9 @@ class Schedule:
     window: int = 600
     holdout: int = 64
     final: float = 0.1
-    steps: int = 2000
-    batch: int = 128
-    learning_rate: float = 2e-3
+    steps: int = 1000
+    batch: int = 64
+    learning_rate: float = 4e-3
     eval_every: int = 100
 
     def __post_init__(self) -> None:
@@ -420,24 +421,30 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
             return jax.jit(fn)
         return jax.jit(fn, in_shardings=ins, out_shardings=out)
 
-    init = jit(programs.init, (spread, spread, one), spread).lower(keys, y0, params).compile()
     states = jax.eval_shape(programs.init, keys, y0, params)
-    chunk = jit(programs.chunk, (spread, one, one, one), (spread, one)).lower(
-        states, params, jnp.array(0), jnp.array(True)).compile()
     records = jax.eval_shape(programs.chunk, states, params, jnp.array(0), jnp.array(True))[1]
-    push = jit(programs.push, (one, one), one).lower(params, records.y).compile()
-    scores, move, settle, refit = programs.scores, programs.move, programs.settle, programs.refit
+    lowered = {
+        "init": lambda: jit(programs.init, (spread, spread, one), spread).lower(keys, y0, params),
+        "chunk": lambda: jit(programs.chunk, (spread, one, one, one), (spread, one)).lower(
+            states, params, jnp.array(0), jnp.array(True)),
+        "push": lambda: jit(programs.push, (one, one), one).lower(params, records.y),
+    }
     if adapt == "flow":
-        move = jit(move, (spread, one, one), spread).lower(states, params, params).compile()
-        settle = jit(settle, (spread,), spread).lower(states).compile()
+        lowered["move"] = lambda: jit(programs.move, (spread, one, one), spread).lower(
+            states, params, params)
+        lowered["settle"] = lambda: jit(programs.settle, (spread,), spread).lower(states)
         if num_warmup:
-            scores = jit(scores, (one, one, one), one).lower(
-                params, records.y, records.grad_y).compile()
-            refit = jit(refit, (one, one, one), one).lower(
+            lowered["scores"] = lambda: jit(programs.scores, (one, one, one), one).lower(
+                params, records.y, records.grad_y)
+            lowered["refit"] = lambda: jit(programs.refit, (one, one, one), one).lower(
                 params, _refit_shapes(schedule, num_chains, target.guide.latent_dim),
-                jax.random.key(0)).compile()
+                jax.random.key(0))
+    # the biggest programs first, so that the two compile threads finish together
+    order = ("refit", "chunk", "init", "move", "scores", "push", "settle")
+    compiled = compile_all({name: lowered[name] for name in order if name in lowered})
+    programs = programs._replace(**compiled)
     log.times["compile_time"] += time.perf_counter() - start
-    return _Programs(init, chunk, scores, push, move, settle, refit)
+    return programs
 
 
 def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,

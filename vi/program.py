@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import jax
@@ -35,6 +35,7 @@ from numpyro.infer.elbo import ELBO
 from flows import scan_unroll
 from flows.flow import UNROLL
 from guides import AutoFlow
+from vi.compiler import compile_async
 from vi.data import BoundData
 from vi.devices import Layout
 from vi.elbo import logdensity_loss, model_log_density
@@ -43,8 +44,6 @@ from vi.minibatch import draw_indices, subsampled_plates, with_indices
 from vi.model import Model
 from vi.optim import optimizer_signature
 from vi.plan import FitPlan
-
-_COMPILER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nfvi-compile")
 
 
 def _avals(tree: Any) -> Hashable:
@@ -70,9 +69,9 @@ class Runner:
             # compile the rolled chunk while the unrolled one is traced (XLA compiles
             # without holding the GIL), then compile the unrolled one beside it
             with scan_unroll(1):
-                self._rolled = _COMPILER.submit(make().lower(state, limit, data).compile)
+                self._rolled = compile_async(make().lower(state, limit, data))
         with scan_unroll(UNROLL):
-            self._unrolled: Future = _COMPILER.submit(make().lower(state, limit, data).compile)
+            self._unrolled: Future = compile_async(make().lower(state, limit, data))
 
     def __call__(self, state: LoopState, end: int, at: int
                  ) -> tuple[LoopState, Array, dict[str, Array], int]:
