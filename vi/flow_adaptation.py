@@ -108,6 +108,12 @@ class Schedule:
         batch: draws per Adam step.
         learning_rate: Adam's rate.
         eval_every: evaluate the held-out loss every this many steps (the best is kept).
+
+    The re-fit's defaults (1000 steps of 64 draws at rate 4e-3) were measured against
+    2000 steps of 128 at 2e-3 on the 100-d funnel (2 chains x (1000 + 1000), 5 seeds):
+    min ESS per 1000 gradients 27 against 34 (medians), with a quarter of the training
+    time (12 s against 42-50 s on 2 CPU cores), so more ESS per second; README,
+    "Learning the transport during warm-up", has the zoo's figures.
     """
 
     early_every: int = 10
