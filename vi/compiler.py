@@ -19,10 +19,18 @@ __all__ = ["compile_all", "compile_async"]
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nfvi-compile")
 
 
-def compile_async(lowered: jax.stages.Lowered) -> Future:
-    """Start compiling ``lowered`` (``jax.jit(f).lower(...)``) on the compile pool;
-    the future's result is the compiled program."""
-    return _POOL.submit(lowered.compile)
+def compile_async(lowered: jax.stages.Lowered, after: Future | None = None) -> Future:
+    """Start compiling ``lowered`` (``jax.jit(f).lower(...)``) on the compile pool, or,
+    with ``after`` (a future of this pool), once that one is done; the future's result
+    is the compiled program. The pool runs tasks in the order given, so ``after`` has
+    started by the time this one waits for it, and waiting never blocks the pool."""
+    if after is None:
+        return _POOL.submit(lowered.compile)
+
+    def when_ready() -> Any:
+        after.result()
+        return lowered.compile()
+    return _POOL.submit(when_ready)
 
 
 def compile_all(lowered: dict[str, Callable[[], jax.stages.Lowered]]) -> dict[str, Any]:
