@@ -122,8 +122,12 @@ def test_search_finds_planar(server, browser):
     found = browser.wait_for(
         session, "document.querySelectorAll('#search-results ul.search li').length", 30)
     assert found, "the search page found nothing for 'planar'"
-    text = browser.evaluate(session, "document.querySelector('#search-results').innerText")
-    assert "planar" in text.lower()
+    # Sphinx lists the matching pages first and fills in each one's excerpt after
+    # fetching it: wait for the search to finish ("Searching" gives way to the results)
+    text = browser.wait_for(
+        session, "(t => t.startsWith('Searching') ? '' : t)"
+                 "(document.querySelector('#search-results').innerText)", 30)
+    assert "planar" in text.lower(), text
     assert _page_errors(browser, session) == []
 
 
