@@ -170,6 +170,7 @@ def gaussian_run():
     """adapt="flow" with ``affine-loc`` (which holds the exact transport), a short schedule."""
     # the global setting, not the thread-local jax.log_compiles(): programs compile on
     # worker threads (vi.compiler)
+    was = jax.config.jax_log_compiles
     jax.config.update("jax_log_compiles", True)
     handler = _CompileLog()
     logging.getLogger("jax").addHandler(handler)
@@ -178,7 +179,7 @@ def gaussian_run():
                        flow="affine-loc", seed=1, schedule=SHORT)
     finally:
         logging.getLogger("jax").removeHandler(handler)
-        jax.config.update("jax_log_compiles", False)
+        jax.config.update("jax_log_compiles", was)
     return idata, handler.compiled
 
 

@@ -1,9 +1,9 @@
 """XLA compilation off the main thread.
 
 XLA compiles without holding Python's GIL, so a program can compile on a worker
-thread while the main thread traces (lowers) the next one, and two programs compile
-side by side on two cores. Compiling is deterministic: where a program compiles
-changes nothing in what it computes.
+thread while the main thread traces (lowers) the next one, and programs that are all
+needed before any runs compile side by side on two cores. Compiling is
+deterministic: where a program compiles changes nothing in what it computes.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class Model:
         def logdensity_model() -> None:
             x = numpyro.sample(name, dist.ImproperUniform(dist.constraints.real_vector, (),
                                                           (dim,)))
-            numpyro.factor("log_density", _scalar_log_density(compiled, x, fn))
+            numpyro.factor("log_density", _scalar_log_density(compiled, x))
 
         model = cls(logdensity_model)
         model.dim, model.log_density, model.site = dim, fn, name
@@ -105,12 +105,10 @@ class Model:
         return cls._stack[-1] if cls._stack else None
 
 
-def _scalar_log_density(compiled: Callable[[Array], Array], x: Array,
-                        fn: Callable[[Array], Array]) -> Array:
-    """``compiled(x)`` (``fn`` jitted), refused unless it is a scalar: a vector of
-    per-coordinate terms would broadcast against log q in the diagnosis instead of
-    being summed."""
-    value = compiled(x)
+def _scalar_log_density(fn: Callable[[Array], Array], x: Array) -> Array:
+    """``fn(x)``, refused unless it is a scalar: a vector of per-coordinate terms would
+    broadcast against log q in the diagnosis instead of being summed."""
+    value = fn(x)
     if jnp.shape(value) != ():
         raise ValueError(f"the log density {getattr(fn, '__name__', 'fn')} must return a "
                          f"scalar for x of shape {x.shape}, got shape {jnp.shape(value)}: "

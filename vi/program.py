@@ -14,9 +14,8 @@ A fast first chunk: a flow with repeated steps runs its scans unrolled
 loop on small problems), which takes several times longer to compile. So the first
 chunk's worth of steps of a program runs a rolled compile (ready sooner), and the
 unrolled one compiles on a background thread, once the rolled one is done, for the
-steps after. Which one runs a
-step depends only on the step's index, never on timing: results are reproducible,
-and ``fit(500)`` twice equals ``fit(1000)``.
+steps after. Which one runs a step depends only on the step's index, never on
+timing: results are reproducible, and ``fit(500)`` twice equals ``fit(1000)``.
 """
 
 from __future__ import annotations
