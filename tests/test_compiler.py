@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flows.flow import RUN_ONCE
 from vi.compiler import _POOL, compile_all, compile_async
 
 
@@ -28,3 +29,19 @@ def test_compile_all_returns_each_program_under_its_name():
     assert list(compiled) == ["square", "total"]
     np.testing.assert_array_equal(compiled["square"](x), x**2)
     assert float(compiled["total"](x)) == 6.0
+
+
+def test_a_program_compiled_to_run_once_computes_what_an_optimised_one_does():
+    # RUN_ONCE skips LLVM's optimisations (compile time); what it computes may differ
+    # by rounding only: normal draws and a reduction, float32
+    def draws(key):
+        x = jax.random.normal(key, (1000, 7))
+        return x, jnp.sum(jnp.tanh(x) ** 2, axis=0)
+
+    lowered = jax.jit(draws).lower(jax.random.key(0))
+    fast = compile_async(lowered, options=RUN_ONCE).result()
+    optimised = compile_async(lowered, options={"xla_backend_optimization_level": 2}).result()
+    for a, b in zip(fast(jax.random.key(0)), optimised(jax.random.key(0)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # and it is not a no-op: another key, other draws
+    assert not np.allclose(fast(jax.random.key(1))[0], optimised(jax.random.key(0))[0])

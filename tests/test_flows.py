@@ -200,6 +200,19 @@ def test_init_loc_moves_the_last_loc_step() -> None:
         flow.init(jax.random.key(8), loc=jnp.zeros(2))
 
 
+def test_init_inside_a_jit_draws_what_a_direct_call_does() -> None:
+    # the direct call is its own compiled program (compiled to run once), the traced
+    # one part of the caller's: the same draws up to rounding, another key others
+    flow = Flow("scale-planar*3-loc", 4)
+    direct = flow.init(jax.random.key(2), jitter=0.5, scale=2.0)
+    traced = jax.jit(lambda k: flow.init(k, jitter=0.5, scale=2.0))(jax.random.key(2))
+    assert jax.tree.structure(direct) == jax.tree.structure(traced)
+    for a, b in zip(jax.tree.leaves(direct), jax.tree.leaves(traced), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    other = flow.init(jax.random.key(3), jitter=0.5, scale=2.0)
+    assert not np.allclose(direct["1_planar"]["u"], other["1_planar"]["u"])
+
+
 # --------------------------------------------------------------------------- batching
 
 @functools.partial(jax.jit, static_argnums=0)

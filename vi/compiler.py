@@ -19,23 +19,27 @@ __all__ = ["compile_all", "compile_async"]
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nfvi-compile")
 
 
-def compile_async(lowered: jax.stages.Lowered, after: Future | None = None) -> Future:
+def compile_async(lowered: jax.stages.Lowered, after: Future | None = None,
+                  options: dict[str, Any] | None = None) -> Future:
     """Start compiling ``lowered`` (``jax.jit(f).lower(...)``) on the compile pool, or,
     with ``after`` (a future of this pool), once that one is done; the future's result
     is the compiled program. The pool runs tasks in the order given, so ``after`` has
-    started by the time this one waits for it, and waiting never blocks the pool."""
-    if after is None:
-        return _POOL.submit(lowered.compile)
+    started by the time this one waits for it, and waiting never blocks the pool.
+    ``options`` are XLA compiler options (such as :data:`flows.flow.RUN_ONCE`)."""
+    def compile_it() -> Any:
+        if after is not None:
+            after.result()
+        return lowered.compile(compiler_options=options)
+    return _POOL.submit(compile_it)
 
-    def when_ready() -> Any:
-        after.result()
-        return lowered.compile()
-    return _POOL.submit(when_ready)
 
-
-def compile_all(lowered: dict[str, Callable[[], jax.stages.Lowered]]) -> dict[str, Any]:
+def compile_all(lowered: dict[str, Callable[[], jax.stages.Lowered]],
+                options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Lower each program in turn on this thread, compiling each on the pool as soon as
     it is lowered, so tracing overlaps compiling; returns the compiled programs by name
-    once every one is ready (a compile error is raised here)."""
-    futures = {name: compile_async(lower()) for name, lower in lowered.items()}
+    once every one is ready (a compile error is raised here). ``options`` gives some
+    programs, by name, their XLA compiler options."""
+    options = options or {}
+    futures = {name: compile_async(lower(), options=options.get(name))
+               for name, lower in lowered.items()}
     return {name: future.result() for name, future in futures.items()}

@@ -52,6 +52,7 @@ from numpyro.infer.hmc import HMCState, hmc
 from numpyro.infer.hmc_util import dual_averaging
 
 import flows
+from flows.flow import RUN_ONCE
 from flows.options import check_int, check_number
 from guides import AutoFlow
 from vi.approximation import Approximation
@@ -447,7 +448,10 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
                 jax.random.key(0))
     # the biggest programs first, so that the two compile threads finish together
     order = ("refit", "chunk", "init", "move", "scores", "push", "settle")
-    compiled = compile_all({name: lowered[name] for name in order if name in lowered})
+    # those that run once or once a window, on a few hundred points, compile quicker
+    # without LLVM's optimisations
+    once = {name: RUN_ONCE for name in ("init", "move", "settle", "scores", "push")}
+    compiled = compile_all({name: lowered[name] for name in order if name in lowered}, once)
     programs = programs._replace(**compiled)
     log.times["compile_time"] += time.perf_counter() - start
     return programs
