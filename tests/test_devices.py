@@ -88,7 +88,8 @@ out["minibatch"] = {"data_spec": str(program.data(layout).arrays[0].sharding.spe
 # chains on devices: a few transitions agree with the one-device chains to float error
 ap = NFVI("scale-loc", model).fit(300, progress=False, devices=one)
 for name, run in [("neutra", lambda d: neutra(ap, 10, 10, num_chains=4, devices=d)),
-                  ("sample", lambda d: sample(model, 10, 10, num_chains=4, devices=d))]:
+                  ("sample", lambda d: sample(model, 10, 10, num_chains=4, devices=d,
+                                            flow="affine"))]:
     out[name] = [np.asarray(run(d).posterior["x"]).tolist() for d in (None, one)]
 try:
     NFVI("scale-loc", model).fit(10, progress=False, n_mc=3, devices=jax.devices())
