@@ -38,9 +38,18 @@ _SHARED_FIXTURES = {"test_approximation", "test_bad_input", "test_browser", "tes
                     "test_sample"}
 
 
+_LONG = ("test_notebook_runs[06", "test_devices.py", "test_notebook_runs")
+"""Node ids (parts of them) of the longest tests and groups: the notebooks (06 takes
+about 75 s) and the multi-device group (about 70 s)."""
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         if module in _SHARED_FIXTURES:
             item.add_marker(pytest.mark.xdist_group(module))
+    # the longest work first (the workers take it in this order), so that they finish
+    # together instead of one running the last notebook alone
+    items.sort(key=lambda item: next(
+        (i for i, long in enumerate(_LONG) if long in item.nodeid), len(_LONG)))
