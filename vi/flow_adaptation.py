@@ -448,8 +448,8 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
                 jax.random.key(0))
     # the biggest programs first, so that the two compile threads finish together
     order = ("refit", "chunk", "init", "move", "scores", "push", "settle")
-    # those that run once or once a window, on a few hundred points, compile quicker
-    # without LLVM's optimisations
+    # those that run once, or once a window, compile quicker without LLVM's
+    # optimisations; the NUTS chunk and the re-fit, which run long, keep them
     once = {name: RUN_ONCE for name in ("init", "move", "settle", "scores", "push")}
     compiled = compile_all({name: lowered[name] for name in order if name in lowered}, once)
     programs = programs._replace(**compiled)
