@@ -38,9 +38,9 @@ _SHARED_FIXTURES = {"test_approximation", "test_bad_input", "test_browser", "tes
                     "test_sample"}
 
 
-_LONG = ("test_notebook_runs[06", "test_devices.py", "test_notebook_runs")
-"""Node ids (parts of them) of the longest tests and groups: the notebooks (06 takes
-about 75 s) and the multi-device group (about 70 s)."""
+_LONG = ("test_devices.py", "test_notebook_runs[06", "test_notebook_runs")
+"""Node ids (parts of them) of the longest tests and groups: the multi-device group
+(about 90 s on a busy machine), notebook 06 (about 70 s) and the other notebooks."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
