@@ -151,10 +151,20 @@ class AutoFlow(AutoContinuous):
         # NumPyro would try to enumerate discrete sites (and ask for funsor), or say
         # "use an empty guide" for a model without latents: say plainly what a flow
         # cannot represent, before any work.
+        # Only the sites' kinds matter, not their values: the model runs under
+        # jax.eval_shape, traced, where eagerly each of its operations would compile
+        # on its own (a 10-site regression: 11 compiles, 0.46 s).
         probe = handlers.substitute(handlers.seed(self.model, 0), substitute_fn=init_to_uniform)
-        with handlers.block():
-            trace = handlers.trace(probe).get_trace(*args, **kwargs)
-        sites = {name: site for name, site in trace.items() if site["type"] == "sample"}
+        sites: dict[str, dict[str, Any]] = {}
+
+        def probe_sites() -> None:
+            with handlers.block():
+                trace = handlers.trace(probe).get_trace(*args, **kwargs)
+            sites.update({name: {"is_observed": site["is_observed"],
+                                 "discrete": site["fn"].support.is_discrete}
+                          for name, site in trace.items() if site["type"] == "sample"})
+
+        jax.eval_shape(probe_sites)
         if all(site["is_observed"] for site in sites.values()):
             name = getattr(self.model, "__name__", "model")
             what = f"its sample sites {sorted(sites)} are all observed" if sites else \
@@ -163,7 +173,7 @@ class AutoFlow(AutoContinuous):
                              "nothing to infer: give it a numpyro.sample site without obs=, "
                              "and pass data through obs= only at the likelihood")
         discrete = [name for name, site in sites.items()
-                    if not site["is_observed"] and site["fn"].support.is_discrete]
+                    if not site["is_observed"] and site["discrete"]]
         if discrete:
             # the first sentence is NumPyro's own (helpful_support_errors), which user
             # code and NumPyro's tests match on
