@@ -16,7 +16,11 @@ latent dimension d is known, by a rule measured on the real-shaped posteriors of
   regression (d = 84) 1.18 against 0.09, where the narrow posterior is not reached
   from a unit start in the budget;
 - larger d: ``affine-loc``, the full-rank Gaussian alone, O(d^2) a draw, the best
-  Gaussian there is and a cheap inverse (one triangular solve);
+  Gaussian there is and a cheap inverse (one triangular solve). The bound lies
+  between the zoo's two largest models: on the 2PL item-response model (d = 142)
+  the two iaf steps lower the error from 0.40 to 0.26 (seed 1: 0.43 to 0.23; NumPyro's
+  ``AutoIAFNormal`` 0.33), on stochastic volatility (d = 203) they blow up (error
+  535 against 1.02);
 
 fitted with the ordinary reparametrised gradient: the sticking-the-landing one
 (``elbo="stl"``) stalled the full-rank Gaussian on the zoo's logistic regression
@@ -34,7 +38,7 @@ from typing import NamedTuple
 AUTO = "auto"
 """The formula name that asks for the recipe."""
 
-FLOW_MAX_DIM = 100
+FLOW_MAX_DIM = 150
 """Up to this latent dimension the recipe adds nonlinear steps to the Gaussian."""
 
 WIDE_START_MAX_DIM = 10
