@@ -129,6 +129,9 @@ class AutoFlow(AutoContinuous):
         self.init_scale = (None if init_scale is None
                            else check_number(init_scale, "init_scale", positive=True))
         self.flow: Flow | None = None
+        self.recipe_elbo: str | None = None
+        """For ``"auto"``, once set up: the ELBO gradient the recipe chose
+        (``"trace"`` or ``"stl"``), which ``NFVI.fit`` uses by default."""
         super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn or init_to_finite_mean(),
                          forward_mode_differentiation=forward_mode_differentiation)
 
@@ -138,6 +141,7 @@ class AutoFlow(AutoContinuous):
         if self.auto:
             chosen = recipe(int(self.latent_dim))
             self.formula = flows.parse(chosen.formula)
+            self.recipe_elbo = chosen.elbo
             if self.init_scale is None:
                 self.init_scale = chosen.init_scale
         if self.init_scale is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,11 +24,12 @@ from guides import AutoFlow
 from vi.approximation import Approximation
 from vi.devices import Layout, fit_layout
 from vi.driver import FitError, drive
+from vi.elbo import model_log_density
 from vi.loop import LoopState, init_state
 from vi.minibatch import is_subsampled
 from vi.model import Model
 from vi.optim import DEFAULT_LEARNING_RATE, default_optimizer, start_call
-from vi.plan import plan_fit
+from vi.plan import FitPlan, plan_fit
 from vi.program import FitProgram
 
 __all__ = ["ADVI", "NFVI", "FitError", "FullRankADVI"]
@@ -186,7 +188,7 @@ class NFVI:
         return stacked, svi.constrain_fn
 
     def fit(self, n: int = 10_000, optimizer: optax.GradientTransformation | None = None,
-            n_mc: int = 1, elbo: str | ELBO = "trace", callbacks: Sequence[Any] = (),
+            n_mc: int = 1, elbo: str | ELBO | None = None, callbacks: Sequence[Any] = (),
             progress: bool = True, seed: int | None = None, restarts: int = 1,
             chunk: int = 1000, max_failures: int = 100,
             learning_rate: float | None = None, devices: Sequence[Any] | None = None
@@ -209,7 +211,10 @@ class NFVI:
                 analytic KL terms where NumPyro has them), ``"stl"`` (the same
                 estimate with the sticking-the-landing gradient, lower variance near
                 a good fit; AutoFlow guides on models without ``numpyro.param`` or
-                subsampling, see :mod:`vi.elbo`) or a NumPyro ELBO.
+                subsampling, see :mod:`vi.elbo`) or a NumPyro ELBO. Default
+                ``None``: ``"trace"``, except for an ``"auto"`` flow whose recipe
+                chose ``"stl"`` (latent dimension <= 10, :mod:`guides.recipe`) on
+                a model that allows it.
             callbacks: functions ``cb(approx, losses, i)`` called once per chunk;
                 raising ``StopIteration`` stops the fit; :class:`vi.Tracker`
                 records inside the compiled loop.
@@ -239,11 +244,14 @@ class NFVI:
             returns what was fitted so far.
         """
         plan = plan_fit(self.guide, n=n, optimizer=optimizer, learning_rate=learning_rate,
-                        n_mc=n_mc, elbo=elbo, callbacks=callbacks, progress=progress,
-                        seed=seed, restarts=restarts, chunk=chunk, max_failures=max_failures,
+                        n_mc=n_mc, elbo="trace" if elbo is None else elbo,
+                        callbacks=callbacks, progress=progress, seed=seed, restarts=restarts,
+                        chunk=chunk, max_failures=max_failures,
                         continuing=self._state is not None, devices=devices)
         key = jax.random.key(self.seed if plan.seed is None else plan.seed)
         init_key, run_key = jax.random.split(key)
+        if elbo is None:
+            plan = self._recipe_elbo(plan, init_key)
         if plan.optimizer is None:
             optimizer = self._default_optimizer
             rate = plan.learning_rate or DEFAULT_LEARNING_RATE
@@ -280,6 +288,20 @@ class NFVI:
         if outcome.stop_message and plan.progress:
             tqdm.write(f"NFVI stopped: {outcome.stop_message}")
         return self.approx
+
+    def _recipe_elbo(self, plan: FitPlan, init_key: Array) -> FitPlan:
+        """``plan`` with the ELBO the ``"auto"`` recipe chose, where it chose ``"stl"``
+        and the model is one density over its latents (else unchanged: ``"trace"``).
+        The guide is set up here with the key :meth:`_init_params` would use."""
+        guide = self.guide
+        if not (isinstance(guide, AutoFlow) and guide.auto):
+            return plan
+        self._setup_guide(jax.random.split(init_key, plan.restarts)[0])
+        if guide.recipe_elbo == "stl" and (
+                self.model.log_density is not None
+                or model_log_density(self.model, guide) is not None):
+            return dataclasses.replace(plan, elbo="stl")
+        return plan
 
     @property
     def layout(self) -> Layout | None:
