@@ -114,6 +114,28 @@ def test_discrete_and_local_latents_are_refused_clearly():
         numpyro.handlers.seed(guide, 0)(jnp.zeros(5))
 
 
+def numpy_minibatch_model(X, y):
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+    with numpyro.plate("data", X.shape[0], subsample_size=4) as idx:
+        numpyro.sample("y", dist.Bernoulli(logits=X[idx] @ b), obs=y[idx])
+
+
+def test_numpy_data_indexed_by_subsample_indices_sets_up():
+    # X[idx] with NumPy X needs concrete indices: the latent check, which otherwise
+    # traces the model, runs it eagerly here; a discrete site is still refused
+    X, y = np.ones((10, 3), np.float32), np.ones(10, np.float32)
+    guide = AutoFlow(numpy_minibatch_model, "scale-loc")
+    numpyro.handlers.seed(guide, 0)(X, y)
+    assert guide.latent_dim == 3
+
+    def with_discrete(X, y):
+        numpy_minibatch_model(X, y)
+        numpyro.sample("k", dist.Bernoulli(0.3))
+
+    with pytest.raises(ValueError, match="discrete latent variables \\(k\\)"):
+        numpyro.handlers.seed(AutoFlow(with_discrete, "scale-loc"), 0)(X, y)
+
+
 def test_bad_formula_fails_before_any_model_runs():
     with pytest.raises(flows.FormulaError, match="did you mean 'planar'"):
         AutoFlow(lambda: None, "panar*2")
