@@ -20,7 +20,8 @@ Monte-Carlo particles per step: the same budget of gradient evaluations
 - the wall time of the fit (set-up and compilation included).
 
 Systems are ``nfvi:FORMULA`` (``nfvi:auto`` is the recipe of :mod:`guides.recipe`),
-optionally ``/stl`` for the sticking-the-landing gradient, and ``numpyro:GUIDE`` for
+fitted with ``NFVI.fit``'s default ELBO (for ``auto`` the recipe's), or with
+``/stl`` or ``/trace`` the one named, and ``numpyro:GUIDE`` for
 ``AutoNormal``, ``AutoMultivariateNormal``, ``AutoLowRankMultivariateNormal``,
 ``AutoIAFNormal``, ``AutoBNAFNormal`` (up to d = ``BNAF_MAX_DIM``). Output: a
 markdown table per model and a summary of the best NumPyro error against ours.
@@ -86,11 +87,12 @@ def error(draws: Draws, ref: dict[str, Any]) -> float:
     return worst
 
 
-def fit_ours(model: Model, formula: str, stl: bool, steps: int, particles: int,
+def fit_ours(model: Model, formula: str, elbo: str | None, steps: int, particles: int,
              seed: int) -> tuple[Draws, float, str]:
-    """NFVI with ``formula`` (``auto``: the recipe) for ``steps`` x ``particles``."""
+    """NFVI with ``formula`` (``auto``: the recipe) for ``steps`` x ``particles``, with
+    ``elbo`` (``None``: ``NFVI.fit``'s default)."""
     inf = NFVI(formula, model, seed=seed)
-    approx = inf.fit(steps, n_mc=particles, elbo="stl" if stl else "trace", progress=False)
+    approx = inf.fit(steps, n_mc=particles, elbo=elbo, progress=False)
     draws = approx.sample(NUM_DRAWS, key=seed + 1)
     khat = approx.diagnose(NUM_DRAWS, key=seed + 2).khat
     return {k: np.asarray(v) for k, v in draws.items()}, khat, str(approx.formula)
@@ -130,10 +132,13 @@ def run_system(system: str, model: Model, steps: int, particles: int, seed: int
     kind, _, what = system.partition(":")
     if kind == "nfvi":
         formula, _, flag = what.partition("/")
-        return fit_ours(model, formula, flag == "stl", steps, particles, seed)
+        if flag not in ("", "stl", "trace"):
+            raise SystemExit(f"unknown ELBO {flag!r} in {system!r}: /stl or /trace")
+        return fit_ours(model, formula, flag or None, steps, particles, seed)
     if kind == "numpyro" and what in NUMPYRO:
         return fit_numpyro(model, what, steps, particles, seed)
-    raise SystemExit(f"unknown system {system!r}: nfvi:FORMULA[/stl] or numpyro:{NUMPYRO}")
+    raise SystemExit(f"unknown system {system!r}: nfvi:FORMULA[/stl|/trace] or "
+                     f"numpyro:{NUMPYRO}")
 
 
 BNAF_MAX_DIM = 70
