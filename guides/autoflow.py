@@ -173,8 +173,7 @@ class AutoFlow(AutoContinuous):
         try:
             jax.eval_shape(probe_sites)
         except (jax.errors.JAXTypeError, jax.errors.JAXIndexError):
-            sites.clear()
-            probe_sites()
+            probe_sites()  # (the failed trace added nothing: it fails before the update)
         if all(site["is_observed"] for site in sites.values()):
             name = getattr(self.model, "__name__", "model")
             what = f"its sample sites {sorted(sites)} are all observed" if sites else \

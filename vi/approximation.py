@@ -201,12 +201,9 @@ class Approximation:
         model that the ELBO must trace: see :func:`vi.elbo.model_log_density`)."""
         if self.flow is None or self.model is None:
             return None
-        if self.model.dim is not None:
-            log_density = self.model.log_density
-        else:
-            log_density = model_log_density(self.model, self.guide)
-            if log_density is None:
-                return None
+        log_density = model_log_density(self.model, self.guide)
+        if log_density is None:
+            return None
         flow, log_p = self.flow, jax.vmap(log_density)
 
         @partial(jax.jit, static_argnums=2)

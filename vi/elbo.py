@@ -81,9 +81,13 @@ def flat_potential(model: Any, guide: AutoContinuous) -> Callable[[Array], Array
 
 
 def model_log_density(model: Any, guide: AutoFlow) -> Callable[[Array], Array] | None:
-    """log p(x) = -U(x) (:func:`flat_potential`), or None when the model holds
-    something the ELBO must trace: a ``numpyro.param`` (learned with the guide), a
-    subsampled plate (whose indices are random), or mutable state."""
+    """log p(x) of the flat unconstrained latent vector: the model's own
+    ``log_density`` where it has one (:meth:`vi.Model.from_logdensity`), else
+    -U(x) (:func:`flat_potential`), or None when the model holds something the ELBO
+    must trace: a ``numpyro.param`` (learned with the guide), a subsampled plate
+    (whose indices are random), or mutable state."""
+    if getattr(model, "log_density", None) is not None:
+        return model.log_density
     for site in guide.prototype_trace.values():
         if site["type"] in ("param", "mutable"):
             return None

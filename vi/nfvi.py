@@ -297,9 +297,7 @@ class NFVI:
         if not (isinstance(guide, AutoFlow) and guide.auto):
             return plan
         self._setup_guide(jax.random.split(init_key, plan.restarts)[0])
-        if guide.recipe_elbo == "stl" and (
-                self.model.log_density is not None
-                or model_log_density(self.model, guide) is not None):
+        if guide.recipe_elbo == "stl" and model_log_density(self.model, guide) is not None:
             return dataclasses.replace(plan, elbo="stl")
         return plan
 

@@ -138,8 +138,7 @@ class FitProgram:
         an :class:`~guides.AutoFlow` guide, a named ELBO, and a model that is one
         density over its latents."""
         return (isinstance(self.guide, AutoFlow) and isinstance(plan.elbo, str)
-                and (self.model.log_density is not None
-                     or model_log_density(self.model, self.guide) is not None))
+                and model_log_density(self.model, self.guide) is not None)
 
     def can_split_particles(self, plan: FitPlan) -> bool:
         """Whether the ELBO is a mean over independent particles, which can then lie
@@ -183,7 +182,7 @@ class FitProgram:
         if self.direct(plan):
             def direct_loss(params: Any, rng: Array, *data: Array) -> Array:
                 model = bound.bind(data)
-                density = model.log_density or model_log_density(model, guide)
+                density = model_log_density(model, guide)
                 return logdensity_loss(guide, density, plan.particles, stl=plan.elbo == "stl",
                                        spread=spread)(params, rng)
 
