@@ -20,6 +20,7 @@ import flows
 from flows import DEFAULT_JITTER, Flow, FlowTransform
 from flows.flow import check_key
 from flows.options import check_number, check_shape
+from guides.prototype import CompiledPrototype
 from guides.recipe import is_auto, recipe
 
 DEFAULT_INIT_SCALE = 0.1
@@ -76,7 +77,7 @@ def _check_prefix(prefix: object) -> None:
         raise ValueError("prefix must be a non-empty string such as 'auto', got ''")
 
 
-class AutoFlow(AutoContinuous):
+class AutoFlow(AutoContinuous, CompiledPrototype):
     r"""Normalizing-flow guide: q(theta) is the law of biject_to(T(z)), z ~ N(0, I_D).
 
     D is the size of the model's flattened unconstrained latent space, T the flow

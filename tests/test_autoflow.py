@@ -136,6 +136,37 @@ def test_numpy_data_indexed_by_subsample_indices_sets_up():
         numpyro.handlers.seed(AutoFlow(with_discrete, "scale-loc"), 0)(X, y)
 
 
+def half_line(y):
+    # log density -inf for x < 0: a uniform initial draw there is invalid, and the
+    # set-up must search on, as NumPyro's does
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    numpyro.factor("cut", jnp.where(jnp.all(x > 0), 0.0, -jnp.inf))
+    numpyro.sample("y", dist.Normal(x.sum(), 1.0), obs=y)
+
+
+def branching(y):
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    if a > 0:  # Python control flow on a latent's value: the model cannot be traced
+        numpyro.factor("push", -a)
+    numpyro.sample("y", dist.Normal(a, 1.0), obs=y)
+
+
+@pytest.mark.parametrize("model", [half_line, branching])
+def test_set_up_finds_numpyro_initial_point(model):
+    # the search for a valid initial point runs compiled (one program) where NumPyro
+    # runs it op by op; the draws, the retries and so the point must be the same
+    strategy = numpyro.infer.init_to_uniform(radius=2.0)
+    for seed in range(6):
+        key = numpyro.handlers.seed(numpyro.prng_key, seed)()  # the guide's first key
+        expected = numpyro.infer.util.initialize_model(
+            key, model, init_strategy=strategy, model_args=(1.0,)).param_info.z
+        guide = AutoFlow(model, "scale-loc", init_loc_fn=strategy)
+        numpyro.handlers.seed(guide._setup_prototype, seed)(1.0)
+        assert set(guide._init_locs) == set(expected)
+        for name, value in expected.items():
+            np.testing.assert_allclose(guide._init_locs[name], value, rtol=1e-6)
+
+
 def test_bad_formula_fails_before_any_model_runs():
     with pytest.raises(flows.FormulaError, match="did you mean 'planar'"):
         AutoFlow(lambda: None, "panar*2")
