@@ -103,6 +103,11 @@ def test_recipe_by_dimension_and_bad_dimensions():
     assert [recipe(d).elbo for d in (1, 2, 10, 11, 150, 151)] == [
         "trace", "stl", "stl", "trace", "trace", "trace"]
     assert "iaf" in recipe(150).formula and "iaf" not in recipe(151).formula
+    # spline bends between the unit-start region and the larger models only
+    assert ["rqs" in recipe(d).formula for d in (10, 11, 64, 65)] == [
+        False, True, True, False]
+    for dim in (2, 11, 64, 65, 150):  # each a formula the parser takes at that dimension
+        flows.Flow(recipe(dim).formula, dim)
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="latent dimension"):
             recipe(bad)
