@@ -140,8 +140,9 @@ def half_line(y):
     # log density -inf for x < 0: a uniform initial draw there is invalid, and the
     # set-up must search on, as NumPyro's does
     x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0))  # after x in the model, before by name
     numpyro.factor("cut", jnp.where(jnp.all(x > 0), 0.0, -jnp.inf))
-    numpyro.sample("y", dist.Normal(x.sum(), 1.0), obs=y)
+    numpyro.sample("y", dist.Normal(x.sum() + b, 1.0), obs=y)
 
 
 def branching(y):
@@ -162,6 +163,11 @@ def test_set_up_finds_numpyro_initial_point(model):
             key, model, init_strategy=strategy, model_args=(1.0,)).param_info.z
         guide = AutoFlow(model, "scale-loc", init_loc_fn=strategy)
         numpyro.handlers.seed(guide._setup_prototype, seed)(1.0)
+        # the flat latent vector lies in the model's order (an autoregressive flow
+        # conditions on the coordinates before), however the search returned the sites
+        trace = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(1.0)
+        assert list(guide._init_locs) == [name for name, site in trace.items()
+                                          if site["type"] == "sample" and not site["is_observed"]]
         assert set(guide._init_locs) == set(expected)
         for name, value in expected.items():
             np.testing.assert_allclose(guide._init_locs[name], value, rtol=1e-6)
