@@ -10,17 +10,17 @@ latent dimension d is known, by a rule measured on the real-shaped posteriors of
   costs O(d h) a step per draw and samples in one pass. For 10 < d <= 64
   (``SPLINE_MAX_DIM``) three iaf steps bend each coordinate with a rational-quadratic
   spline (``iaf(transformer=rqs, hidden=64)*3``, 8 bins on [-4, 4]) instead of two
-  with an affine map, at about three times the time a step. Measured at 2,000 x 4
-  (error, seeds 0 / 1; two affine bends, two spline bends, three spline bends): the
-  horseshoe (d = 63) 0.868 / 0.928, 0.671 / 0.737, 0.626 / 0.651 (NumPyro's BNAF
+  with an affine map, at about twice the time a step. Measured at 2,000 x 4 (error,
+  seeds 0 / 1; two affine bends, two spline bends, three spline bends): the
+  horseshoe (d = 63) 0.839 / 0.857, 0.746 / 0.724, 0.717 / 0.684 (NumPyro's BNAF
   0.661 / 0.639); the Brownian motion (d = 32) 0.610 / 0.654, 0.478 / 0.455,
-  0.481 / 0.471; logistic regression (d = 26) 0.051 / 0.093, 0.058 / 0.087, 0.059
-  / 0.089 (noise). Two spline bends were worse above d = 64 (varying-intercept
-  regression, d = 84: 0.092 against 1.10; the Cox process, d = 82: 3.1 against 125;
-  the item-response model, d = 142: 0.255 against 0.281) and up to d = 10 (unit
-  start, STL: the funnel 0.89 against 4.8, the two modes 0.20 against 2.1); 16 bins
-  or a hidden width of 128 did not help the horseshoe (0.732 / 0.682, 0.675 /
-  0.708). Up to d = 10 the affine
+  0.481 / 0.471; logistic regression (d = 26) 0.067 / 0.051, 0.059 / 0.066, 0.066
+  / 0.073 (noise). Three spline bends were worse above d = 64 (seed 0: the
+  varying-intercept regression, d = 84, 0.110 against 0.092; the Cox process,
+  d = 82, 7.1 against 3.1; the item-response model, d = 142, 0.467 against 0.255)
+  and up to d = 10 (unit start, STL: centred eight schools 4.3 against 0.074, the
+  funnel 2.3 against 0.89; the two modes 0.143 against 0.196, noise). Up to d = 10
+  the affine
   step starts at unit scale, above at a model guide's usual 0.1. Measured at
   2,000 x 4 (error, unit start against 0.1): the two-mode mixture (d = 2) 0.18
   against 1.09 (the narrow start collapses onto one mode), the funnel 1.25 against
