@@ -59,7 +59,6 @@ class CompiledPrototype(AutoGuide):
         # subsampled plate asks for a key
         self._postprocess_fn = handlers.seed(info.postprocess_fn(*args, **kwargs), rng_seed=0)
         self._prototype_frames = {}
-        self._prototype_plate_sizes = {}
         for name, site in self.prototype_trace.items():
             if site["type"] == "plate":
                 self._prototype_frame_full_sizes[name] = site["args"][0]
