@@ -108,7 +108,7 @@ plots.marginals({'v, adapt="diag"': v_diag}) + plots.marginals({'v, adapt="flow"
 # The default flow, four affine couplings with the coordinates reversed between
 # them, was chosen on larger models. For a model of a few dimensions, two
 # inverse-autoregressive steps with a shorter re-fit (400 Adam steps of 128 draws
-# instead of 1,000 of 64) learn the funnel's shape better and sooner:
+# instead of 2,000 of 64) learn the funnel's shape better and sooner:
 
 # %%
 small = sample(model, num_warmup=1000, num_samples=1000, num_chains=2, adapt="flow",
