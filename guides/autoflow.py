@@ -20,7 +20,7 @@ import flows
 from flows import DEFAULT_JITTER, Flow, FlowTransform
 from flows.flow import check_key
 from flows.options import check_number, check_shape
-from guides.prototype import CompiledPrototype
+from guides.prototype import UNTRACEABLE, CompiledPrototype
 from guides.recipe import is_auto, recipe
 
 DEFAULT_INIT_SCALE = 0.1
@@ -173,7 +173,7 @@ class AutoFlow(AutoContinuous, CompiledPrototype):
 
         try:
             jax.eval_shape(probe_sites)
-        except (jax.errors.JAXTypeError, jax.errors.JAXIndexError):
+        except UNTRACEABLE:
             probe_sites()  # (the failed trace added nothing: it fails before the update)
         if all(site["is_observed"] for site in sites.values()):
             name = getattr(self.model, "__name__", "model")

@@ -22,6 +22,10 @@ from numpyro import handlers
 from numpyro.infer.autoguide import AutoGuide
 from numpyro.infer.util import initialize_model
 
+UNTRACEABLE = (jax.errors.JAXTypeError, jax.errors.JAXIndexError)
+"""What tracing a model raises where it needs concrete values (Python control flow on
+a latent's value, NumPy data indexed by traced indices): run it eagerly instead."""
+
 
 class CompiledPrototype(AutoGuide):
     """``AutoGuide._setup_prototype`` with the initial-point search compiled as one
@@ -43,7 +47,7 @@ class CompiledPrototype(AutoGuide):
         try:
             info = initialize(None if key is None else key[None])
             first = jax.tree.map(lambda value: value[0], info.param_info.z)
-        except (jax.errors.JAXTypeError, jax.errors.JAXIndexError):
+        except UNTRACEABLE:
             info = initialize(key)
             first = info.param_info.z
         # in the model's order: a compiled search returns the sites sorted by name, and
