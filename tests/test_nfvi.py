@@ -185,7 +185,12 @@ def test_pot1_planar8_beats_pymc3_at_its_step_count():
     # REFERENCE.md: PyMC3 reaches KL ~ 0.135 with planar*8, 25,000 steps, 100 particles.
     target = get("pot1")
     model = Model.from_logdensity(target.log_density, 2)
+    # The fitted KL depends on the seed (which local optimum the planar steps reach):
+    # 0.05-0.26 over seeds 0-9, 6 or 7 of 10 below 0.135, and a change of rounding in
+    # the first steps moves each seed's result (this build's median 0.082, the build
+    # before the light first chunk 0.116; the median of 3 seeds was 0.095 and 0.152).
+    # So the median of 10 seeds, which both builds keep under 0.135.
     kls = [target.log_Z - NFVI("planar*8", model, seed=s).fit(
-        25_000, n_mc=100, progress=False).elbo(20_000) for s in range(3)]
+        25_000, n_mc=100, progress=False).elbo(20_000) for s in range(10)]
     # The ELBO estimate from 20k draws has MC sd < 0.01, small next to the margin.
     assert np.median(kls) < 0.135, kls

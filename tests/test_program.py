@@ -9,7 +9,10 @@ import optax
 import pytest
 
 from vi import NFVI, Model, Tracker, default_optimizer
+from vi.keys import call_keys
+from vi.nfvi import INIT_RETRIES
 from vi.optim import optimizer_signature, scale_by_fit_cosine, start_call
+from vi.program import LIGHT_CHUNK_FLOPS, LIGHT_FIRST_CHUNK, first_chunk_options
 
 MEAN = jnp.array([1.0, -2.0])
 
@@ -142,3 +145,42 @@ def test_the_density_may_be_undefined_at_the_initial_point():
     with pytest.raises(ValueError, match="not finite at the initial point nor at 4 jittered"):
         NFVI("scale-loc", Model.from_logdensity(lambda z: jnp.nan * z.sum(), 2)).fit(
             10, progress=False)
+
+
+def test_call_keys_are_the_eager_splits():
+    key = jax.random.key(7)
+    keys = call_keys(key, 3, 2)
+    init_key, run_key = jax.random.split(key)
+    init = jax.random.split(init_key, 3)
+    data = jax.random.key_data
+    np.testing.assert_array_equal(data(keys.init), data(init))
+    np.testing.assert_array_equal(data(keys.run), data(jax.random.split(run_key, 3)))
+    chain = init[0]
+    assert len(keys.setup) == 2
+    for sub in keys.setup:
+        chain, expected = jax.random.split(chain)
+        np.testing.assert_array_equal(data(sub), data(expected))
+
+
+def test_the_first_state_holds_the_flow_init_of_each_restart():
+    """The first call's state comes from one compiled program (Flow.init vmapped over
+    the restarts' keys): each restart starts at the flow's own init at its key."""
+    model, _ = counted_model()
+    inf = NFVI("planar*2-loc", model, seed=3, jitter=0.3)
+    inf.fit(1, optimizer=optax.sgd(0.0), restarts=3, progress=False)  # moves nothing
+    guide, keys = inf.guide, call_keys(jax.random.key(3), 3, INIT_RETRIES + 1)
+    inits = [jax.tree.leaves(guide.flow.init(k, 0.3, loc=guide._init_latent,
+                                             scale=guide.init_scale)) for k in keys.init]
+    best = int(np.argmax(inf.restart_elbos))
+    for name, expected, other in zip(guide.param_names, inits[best], inits[best - 1],
+                                     strict=True):
+        np.testing.assert_allclose(inf.approx.params[name], expected, rtol=1e-6, atol=1e-7)
+        assert not np.allclose(expected, other)  # (each restart has its own key)
+
+
+def test_a_light_first_chunk_compiles_with_light_options():
+    # XLA counts 2 n^3 floating-point operations for an n x n matrix product
+    lowered = jax.jit(lambda a: a @ a).lower(jnp.ones((50, 50)))
+    steps = int(LIGHT_CHUNK_FLOPS / (2 * 50**3))
+    assert first_chunk_options(lowered, steps - 1) == LIGHT_FIRST_CHUNK
+    assert first_chunk_options(lowered, steps + 1) is None

@@ -19,12 +19,15 @@ from tqdm.auto import tqdm
 
 import flows
 from flows import DEFAULT_JITTER
+from flows.flow import RUN_ONCE
 from flows.options import check_int
 from guides import AutoFlow
 from vi.approximation import Approximation
+from vi.compiler import compile_async
 from vi.devices import Layout, fit_layout
 from vi.driver import FitError, drive
 from vi.elbo import model_log_density
+from vi.keys import CallKeys, call_keys
 from vi.loop import LoopState, init_state
 from vi.minibatch import is_subsampled
 from vi.model import Model
@@ -108,11 +111,12 @@ class NFVI:
             guide = "auto" if self.guide.formula is None else str(self.guide.formula)
         return f"NFVI({guide!r}, {self.model!r})"
 
-    def _setup_guide(self, key: Array) -> None:
+    def _setup_guide(self, keys: tuple[Array, ...]) -> None:
         """Build the guide's prototype (NumPyro runs the model once at its initial
-        point). Where the density or its gradient is not finite there (a norm |x| at
-        the origin), retry from ``INIT_RETRIES`` jittered initial points: the ELBO
-        never evaluates the initial point itself, only draws around it."""
+        point), with ``keys[0]``. Where the density or its gradient is not finite there
+        (a norm |x| at the origin), retry from ``INIT_RETRIES`` jittered initial points,
+        attempt i with ``keys[i]``: the ELBO never evaluates the initial point itself,
+        only draws around it."""
         guide, args, kwargs = self.guide, self.model.args, self.model.kwargs
         if getattr(guide, "prototype_trace", ()) is not None:
             return  # not an autoguide, or already set up
@@ -125,8 +129,7 @@ class NFVI:
         # costs O(N) (seconds for N = 10^7), the first B rows nothing
         guide.model = handlers.substitute(model_fn, substitute_fn=_first_rows)
         try:
-            for attempt in range(INIT_RETRIES + 1):
-                key, sub = jax.random.split(key)
+            for attempt, sub in enumerate(keys):
                 if attempt:
                     guide.init_loc_fn = self._jittered_init(sub, attempt)
                 try:
@@ -153,26 +156,37 @@ class NFVI:
         noise = 0.1 * attempt * jax.random.normal(key, start.shape)
         return init_to_value(values={model.site: start + noise})
 
-    def _init_params(self, keys: Array, elbo: ELBO) -> tuple[Any, Callable[[Any], Any]]:
-        """Unconstrained initial parameters for each key, stacked, and the map to the
-        constrained ones.
+    def _first_state(self, plan: FitPlan, optimizer: optax.GradientTransformation,
+                     rate: float | None, keys: CallKeys
+                     ) -> tuple[Any, Callable[[], LoopState], Callable[[Any], Any]]:
+        """The loop state of the first ``fit`` call: ``(shapes, state, constrain)``,
+        ``shapes`` its pytree of ``jax.ShapeDtypeStruct``, ``state()`` the state itself
+        and ``constrain`` the map from its unconstrained parameters to constrained ones.
 
         An :class:`~guides.AutoFlow` on a model without ``numpyro.param`` or mutable
-        sites has only the flow's parameters, all unconstrained: one compiled call
-        draws them for every key. Other guides go through ``SVI.init`` (the first
-        eagerly, the rest in one vmapped call).
+        sites has only the flow's parameters, all unconstrained: one program draws them
+        for every restart and builds the optimizer state, compiled on the compiler
+        pool while the caller traces the fit chunks from ``shapes`` (eagerly, the same
+        work compiled some thirty one-operation programs one after another on the way
+        to the first chunk). Other guides go through ``SVI.init`` (the first eagerly,
+        the rest in one vmapped call).
         """
-        self._setup_guide(keys[0])
+        self._setup_guide(keys.setup)
         guide, args, kwargs = self.guide, self.model.args, self.model.kwargs
         if isinstance(guide, AutoFlow) and not any(
                 site["type"] in ("param", "mutable") for site in guide.prototype_trace.values()):
-            # Flow.init is compiled once per formula and process, so a second NFVI
-            # of the same flow starts without compiling it again
-            draws = [jax.tree.leaves(guide.flow.init(k, guide.jitter, loc=guide._init_latent,
-                                                     scale=guide.init_scale)) for k in keys]
-            stacked = [jnp.stack(leaves) for leaves in zip(*draws, strict=True)]
-            return dict(zip(guide.param_names, stacked, strict=True)), _identity
-        svi = SVI(self.model.fn, guide, optax.identity(), loss=elbo)
+            def first(init_keys: Array, run_keys: Array) -> LoopState:
+                draws = jax.vmap(lambda k: guide.flow.init(
+                    k, guide.jitter, loc=guide._init_latent, scale=guide.init_scale))(init_keys)
+                params = dict(zip(guide.param_names, jax.tree.leaves(draws), strict=True))
+                state = init_state(params, optimizer, run_keys)
+                return state._replace(opt_state=start_call(state.opt_state, plan.n, rate))
+
+            lowered = jax.jit(first).lower(keys.init, keys.run)
+            compiled = compile_async(lowered, options=RUN_ONCE)
+            return (lowered.out_info, lambda: compiled.result()(keys.init, keys.run),
+                    _identity)
+        svi = SVI(self.model.fn, guide, optax.identity(), loss=plan.elbo_obj)
 
         def unconstrained(key: Array) -> Any:
             state = svi.init(key, *args, **kwargs)
@@ -180,12 +194,14 @@ class NFVI:
                 raise ValueError("models with numpyro.mutable state are not supported")
             return svi.optim.get_params(state.optim_state)
 
-        first = unconstrained(keys[0])
-        if keys.shape[0] == 1:
-            stacked = jax.tree.map(lambda a: a[None], first)
+        first = unconstrained(keys.init[0])
+        if keys.init.shape[0] == 1:
+            params = jax.tree.map(lambda a: a[None], first)
         else:
-            stacked = jax.vmap(unconstrained)(keys)
-        return stacked, svi.constrain_fn
+            params = jax.vmap(unconstrained)(keys.init)
+        state = init_state(params, optimizer, keys.run)
+        state = state._replace(opt_state=start_call(state.opt_state, plan.n, rate))
+        return state, lambda: state, svi.constrain_fn
 
     def fit(self, n: int = 10_000, optimizer: optax.GradientTransformation | None = None,
             n_mc: int = 1, elbo: str | ELBO | None = None, callbacks: Sequence[Any] = (),
@@ -248,36 +264,42 @@ class NFVI:
                         callbacks=callbacks, progress=progress, seed=seed, restarts=restarts,
                         chunk=chunk, max_failures=max_failures,
                         continuing=self._state is not None, devices=devices)
-        key = jax.random.key(self.seed if plan.seed is None else plan.seed)
-        init_key, run_key = jax.random.split(key)
+        restarts = plan.restarts if self._state is None else int(self._state.key.shape[0])
+        keys = call_keys(jax.random.key(self.seed if plan.seed is None else plan.seed),
+                         restarts, INIT_RETRIES + 1)
         if elbo is None:
-            plan = self._recipe_elbo(plan, init_key)
+            plan = self._recipe_elbo(plan, keys)
         if plan.optimizer is None:
             optimizer = self._default_optimizer
             rate = plan.learning_rate or DEFAULT_LEARNING_RATE
         else:
             optimizer, rate = plan.optimizer, plan.learning_rate
         if self._state is None:
-            params, constrain = self._init_params(
-                jax.random.split(init_key, plan.restarts), plan.elbo_obj)
+            shapes, pending, constrain = self._first_state(plan, optimizer, rate, keys)
             self._program = FitProgram(self.model, self.guide, constrain)
-            state = init_state(params, optimizer, jax.random.split(run_key, plan.restarts))
+            start = 0
         else:
             state = self._state
             if optimizer is not self._optimizer:
                 state = init_state(state.params, optimizer, state.key)
             if plan.seed is not None:
-                state = state._replace(key=jax.random.split(run_key, state.key.shape[0]))
+                state = state._replace(key=keys.run)
+            state = state._replace(opt_state=start_call(state.opt_state, plan.n, rate))
+            shapes, pending, start = state, (lambda: state), int(state.step[0])
         self._optimizer = optimizer
-        state = state._replace(opt_state=start_call(state.opt_state, plan.n, rate))
         program = self._program
         self._layout = fit_layout(
-            plan.devices, restarts=int(state.step.shape[0]), particles=plan.particles,
+            plan.devices, restarts=restarts, particles=plan.particles,
             can_split_particles=program.can_split_particles(plan),
             plate_sizes=program.plate_sizes())
         if self._layout is not None:
-            state = self._layout.place(state, self._layout.state_shardings(state))
-        outcome = drive(program.runner(plan, optimizer, state, self._layout), state, plan,
+            state = pending()
+            shapes = state = self._layout.place(state, self._layout.state_shardings(state))
+            pending = lambda: state  # noqa: E731
+        # the chunks are traced (and compiled on the pool) while the state compiles
+        runner = program.runner(plan, optimizer, shapes, start, self._layout)
+        state = pending()
+        outcome = drive(runner, state, plan,
                         lambda s, r, losses: self._approximation(s, r, losses, plan.particles),
                         self._keep)
         if outcome.losses:
@@ -289,14 +311,14 @@ class NFVI:
             tqdm.write(f"NFVI stopped: {outcome.stop_message}")
         return self.approx
 
-    def _recipe_elbo(self, plan: FitPlan, init_key: Array) -> FitPlan:
+    def _recipe_elbo(self, plan: FitPlan, keys: CallKeys) -> FitPlan:
         """``plan`` with the ELBO the ``"auto"`` recipe chose, where it chose ``"stl"``
         and the model is one density over its latents (else unchanged: ``"trace"``).
-        The guide is set up here with the key :meth:`_init_params` would use."""
+        The guide is set up here with the keys :meth:`_first_state` would use."""
         guide = self.guide
         if not (isinstance(guide, AutoFlow) and guide.auto):
             return plan
-        self._setup_guide(jax.random.split(init_key, plan.restarts)[0])
+        self._setup_guide(keys.setup)
         if guide.recipe_elbo == "stl" and model_log_density(self.model, guide) is not None:
             return dataclasses.replace(plan, elbo="stl")
         return plan

@@ -21,6 +21,7 @@ timing: results are reproducible, and ``fit(500)`` twice equals ``fit(1000)``.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
@@ -47,7 +48,38 @@ from vi.plan import FitPlan
 
 
 def _avals(tree: Any) -> Hashable:
-    return jax.tree.structure(tree), tuple(jax.typeof(leaf) for leaf in jax.tree.leaves(tree))
+    """The structure, shapes and dtypes of a pytree of arrays or ``ShapeDtypeStruct``."""
+    return jax.tree.structure(tree), tuple((leaf.shape, leaf.dtype)
+                                           for leaf in jax.tree.leaves(tree))
+
+
+LIGHT_FIRST_CHUNK = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+"""XLA options of the rolled first chunk of a light program on CPU: LLVM's
+optimisation skipped, and fusions emitted by XLA's older, simpler emitters. Measured
+on 2 CPU cores (fresh processes, first ``fit(1000)`` of ``planar*10``, 10 particles):
+U4 2.1-2.2 s -> 1.3-1.5 s, a 10-site regression 2.6-3.5 s -> 2.0-2.6 s; the chunk
+compiles in 0.4-0.5 s instead of 0.9-1.0 s and runs at about 0.6 of the speed
+(9,500 against 16,000 steps/s on U4). On a 5000-row logistic regression the slower
+steps cost more than the compile saves (2.9-3.5 s -> 4.1-5.2 s): see
+:data:`LIGHT_CHUNK_FLOPS`."""
+
+LIGHT_CHUNK_FLOPS = 2e8
+"""A rolled first chunk is light when XLA's count of its floating-point operations
+per step (each loop's body counted once) times its steps is below this: U4 4e6,
+the 10-site regression 4e7, the 5000-row logistic regression 4e9 (for 1000 steps)."""
+
+
+def first_chunk_options(lowered: jax.stages.Lowered, steps: int) -> dict[str, Any] | None:
+    """:data:`LIGHT_FIRST_CHUNK` for a light rolled chunk of ``steps`` steps on CPU,
+    else ``None`` (XLA's defaults). Static: the same program and steps always get the
+    same options, so the same steps compute the same numbers."""
+    if jax.default_backend() != "cpu":
+        return None
+    cost = lowered.cost_analysis()
+    if isinstance(cost, list):  # older JAX: one dict per program
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops", math.inf)
+    return LIGHT_FIRST_CHUNK if flops * steps < LIGHT_CHUNK_FLOPS else None
 
 
 class Runner:
@@ -69,9 +101,9 @@ class Runner:
             # compile the rolled chunk while the unrolled one is traced (XLA compiles
             # without holding the GIL)
             with scan_unroll(1):
-                # (with full optimisation: RUN_ONCE's unoptimised code made the first
-                # fit(1000) of a 5000-row logistic regression 2 s slower, 13-14 s vs 11-12)
-                self._rolled = compile_async(make().lower(state, limit, data))
+                lowered = make().lower(state, limit, data)
+                self._rolled = compile_async(lowered, options=first_chunk_options(
+                    lowered, rolled_until))
         with scan_unroll(UNROLL):
             unrolled = make().lower(state, limit, data)
         # and the unrolled one after it: side by side on two cores the two compiles
@@ -234,10 +266,13 @@ class FitProgram:
         return signature
 
     def runner(self, plan: FitPlan, optimizer: optax.GradientTransformation,
-               state: LoopState, layout: Layout | None = None) -> Runner:
+               state: LoopState, start: int, layout: Layout | None = None) -> Runner:
         """The :class:`Runner` for this plan, optimizer, state shape and device
-        layout, built (traced and compiled) the first time they meet."""
-        params = jax.tree.map(lambda a: a[0], state.params)
+        layout, built (traced and compiled) the first time they meet. ``state``
+        (arrays, or their ``jax.ShapeDtypeStruct``) gives the shapes, ``start`` the
+        step the call starts from."""
+        params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
+                              state.params)
         key = (_elbo_key(plan.elbo, plan.elbo_obj), self._signature(optimizer, params),
                _tracker_key(plan), plan.blocks, plan.every, plan.max_failures, _avals(state),
                None if layout is None else layout.key)
@@ -256,7 +291,6 @@ class FitProgram:
                                   max_failures=plan.max_failures, measure=measure,
                                   shardings=shardings)
 
-            start = int(state.step[0])
             rolled_until = plan.length if self.repeats and start < plan.length else 0
             self._runners[key] = Runner(make, state, data.arrays, plan.length, rolled_until)
         return self._runners[key]
