@@ -15,7 +15,10 @@ loop on small problems), which takes several times longer to compile. So the fir
 chunk's worth of steps of a program runs a rolled compile (ready sooner), and the
 unrolled one compiles on a background thread, once the rolled one is done, for the
 steps after. Which one runs a step depends only on the step's index, never on
-timing: results are reproducible, and ``fit(500)`` twice equals ``fit(1000)``.
+timing: results are reproducible, and ``fit(500)`` twice equals ``fit(1000)``. A
+light rolled chunk (:data:`LIGHT_CHUNK_FLOPS`) compiles with :data:`LIGHT_FIRST_CHUNK`,
+in half the time; which options it gets depends only on the program and the chunk
+length.
 """
 
 from __future__ import annotations
