@@ -18,6 +18,7 @@ from flows import (  # noqa: F401  (registration)
     permutation,
     planar,
     radial,
+    sas,
     scale,
     spline,
 )

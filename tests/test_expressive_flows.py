@@ -1,4 +1,4 @@
-"""The expressive steps: affine, perm, reverse, lu, coupling, rqs, maf, iaf.
+"""The expressive steps: affine, perm, reverse, lu, coupling, rqs, maf, iaf, sas.
 
 Each is checked against the maths: log|det J| against the autodiff Jacobian,
 the inverse against the forward map, the identity at jitter 0, the spline's
@@ -31,6 +31,8 @@ FORMULAS = {
     "rqs(split=1, hidden=8)": 2,
     "iaf(sigma=exp, hidden=16)-maf(sigma=exp, hidden=16)": 1,
     "(coupling(hidden=8)-perm)*2-lu": 2,
+    "sas": 1,
+    "coupling(hidden=8)-sas": 2,
 }
 CASES = [(f, d) for f, m in FORMULAS.items() for d in (1, 2, 7) if d >= m]
 
@@ -191,3 +193,22 @@ def test_formula_round_trips_with_options():
     assert flows.parse(str(formula)) == formula
     assert set(flows.available()) >= {"affine", "perm", "reverse", "lu", "coupling", "rqs",
                                       "maf", "iaf"}
+
+
+def test_sinh_arcsinh_sets_the_tail_weight():
+    """At eps = 0 and delta = 1/2, x = sinh(2 asinh z) = 2 z sqrt(1 + z^2): a Gaussian
+    z gives x exponential tails, P(|x| > t) ~ P(|z| > sqrt(t / 2)) = e^(-t/4) (up to
+    a power of t), the tails of the log of a half-Cauchy scale."""
+    flow = flows.Flow("sas", 3)
+    half = float(np.log(np.expm1(0.5)))  # softplus(half) = 1/2
+    params = {k: {"eps": jnp.zeros((1, 3)), "rho": jnp.full((1, 3), half)} for k in flow.init(
+        jax.random.key(0), 0.0)}
+    z = jnp.array([-3.0, 0.4, 12.0])
+    x, log_det = jax.jit(flow.forward)(params, z)
+    np.testing.assert_allclose(x, 2 * z * jnp.sqrt(1 + z**2), rtol=1e-5)
+    # d/dz [2 z sqrt(1 + z^2)] = 2 (1 + 2 z^2) / sqrt(1 + z^2)
+    np.testing.assert_allclose(log_det, jnp.sum(jnp.log(2 * (1 + 2 * z**2) / jnp.sqrt(1 + z**2))),
+                               rtol=1e-5)
+    # and eps skews: a positive eps moves every point up (asinh and sinh increase)
+    skewed = {k: {"eps": jnp.full((1, 3), 0.3), "rho": v["rho"]} for k, v in params.items()}
+    assert bool(jnp.all(jax.jit(flow.forward)(skewed, z)[0] > x))

@@ -106,7 +106,8 @@ plots.marginals({'v, adapt="diag"': v_diag}) + plots.marginals({'v, adapt="flow"
 # ## A smaller flow for a small model
 #
 # The default flow, four affine couplings with the coordinates reversed between
-# them, was chosen on larger models. For a model of a few dimensions, two
+# them and a per-coordinate sinh-arcsinh step for heavy tails, was chosen on larger
+# models. For a model of a few dimensions, two
 # inverse-autoregressive steps with a shorter re-fit (400 Adam steps of 128 draws
 # instead of 2,000 of 64) learn the funnel's shape better and sooner:
 

@@ -73,11 +73,15 @@ from vi.neutra import check_nuts_options, to_model_space
 
 __all__ = ["DEFAULT_FLOW", "Schedule", "sample"]
 
-DEFAULT_FLOW = "(coupling(sigma=exp)-reverse)*4"
+DEFAULT_FLOW = "(coupling(sigma=exp)-reverse)*4-sas"
 """The transport's flow when none is given, chosen by measurement (README, "Learning the
 transport during warm-up"): it knows nothing of the model, both its directions cost one
-network pass per step (an ``iaf`` inverse costs d), and four coupling steps reached a
-held-out Fisher loss of 0.2-0.3 on the 100-d funnel, where three stopped near 5."""
+network pass per step (an ``iaf`` inverse costs d), four coupling steps reached a
+held-out Fisher loss of 0.2-0.3 on the 100-d funnel, where three stopped near 5, and
+the last step, a per-coordinate sinh-arcsinh map (``sas``), gives the transport heavy
+tails where the target has them (the horseshoe's log local scales: held-out Fisher
+loss 36 / 30 -> 13 / 10, min ESS per 1000 gradients 14.4 / 11.6 -> 29.1 / 28.1 at
+seeds 0 / 1)."""
 
 INIT_RADIUS = 2.0
 """Chains start uniformly within this distance of the model's initial point, per
