@@ -396,7 +396,9 @@ def refit_seconds(calls: int, n: int) -> list[tuple[float, float]]:
     out = []
     inf = NFVI("planar*10", target_model(), jitter=JITTER)
     opt = optax.adam(LEARNING_RATE)
-    fit = lambda: inf.fit(n, optimizer=opt, n_mc=N_MC, progress=False)  # noqa: E731
+    def fit() -> None:
+        inf.fit(n, optimizer=opt, n_mc=N_MC, progress=False)
+
     out.append((timed(fit), timed(lambda: [fit() for _ in range(calls)])))
 
     model = target_model()

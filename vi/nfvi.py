@@ -194,9 +194,9 @@ class NFVI:
                 raise ValueError("models with numpyro.mutable state are not supported")
             return svi.optim.get_params(state.optim_state)
 
-        first = unconstrained(keys.init[0])
+        one = unconstrained(keys.init[0])
         if keys.init.shape[0] == 1:
-            params = jax.tree.map(lambda a: a[None], first)
+            params = jax.tree.map(lambda a: a[None], one)
         else:
             params = jax.vmap(unconstrained)(keys.init)
         state = init_state(params, optimizer, keys.run)
@@ -293,9 +293,9 @@ class NFVI:
             can_split_particles=program.can_split_particles(plan),
             plate_sizes=program.plate_sizes())
         if self._layout is not None:
-            state = pending()
-            shapes = state = self._layout.place(state, self._layout.state_shardings(state))
-            pending = lambda: state  # noqa: E731
+            ready = pending()
+            placed = self._layout.place(ready, self._layout.state_shardings(ready))
+            shapes, pending = placed, (lambda: placed)
         # the chunks are traced (and compiled on the pool) while the state compiles
         runner = program.runner(plan, optimizer, shapes, start, self._layout)
         state = pending()
