@@ -384,23 +384,32 @@ PAUSE = 3.0
 notebook cells (ours compiles its unrolled program in the background meanwhile)."""
 
 
+def _timed(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def ours_refit_seconds(calls: int, n: int, pause: float = 0.0) -> tuple[float, float]:
+    """Ours: a fresh ``NFVI("planar*10")`` called once for ``n`` steps, then, after
+    ``pause`` seconds (a user reading the first result between notebook cells),
+    ``calls`` more times: ``(first, later)`` seconds, the later calls' together."""
+    inf = NFVI("planar*10", target_model(), jitter=JITTER)
+    opt = optax.adam(LEARNING_RATE)
+
+    def fit() -> None:
+        inf.fit(n, optimizer=opt, n_mc=N_MC, progress=False)
+
+    first = _timed(fit)
+    time.sleep(pause)
+    return first, _timed(lambda: [fit() for _ in range(calls)])
+
+
 def refit_seconds(calls: int, n: int) -> list[tuple[float, float]]:
     """Ours, then numpyro's SVI.run, then the bare loop, each called once for ``n``
     steps and then ``calls`` more times (in this process, no persistent cache):
     ``(first, later)`` seconds of each, the first call's and the later calls' together."""
-    def timed(call: Callable[[], Any]) -> float:
-        start = time.perf_counter()
-        call()
-        return time.perf_counter() - start
-
-    out = []
-    inf = NFVI("planar*10", target_model(), jitter=JITTER)
-    opt = optax.adam(LEARNING_RATE)
-    def fit() -> None:
-        inf.fit(n, optimizer=opt, n_mc=N_MC, progress=False)
-
-    out.append((timed(fit), timed(lambda: [fit() for _ in range(calls)])))
-
+    out = [ours_refit_seconds(calls, n)]
     model = target_model()
     guide = AutoIAFNormal(model.fn, init_loc_fn=model.init_loc_fn)
     svi = SVI(model.fn, guide, optax.adam(LEARNING_RATE), Trace_ELBO(num_particles=N_MC))
@@ -412,23 +421,10 @@ def refit_seconds(calls: int, n: int) -> list[tuple[float, float]]:
         jax.block_until_ready(result.losses)
         state.append(result.state)
 
-    out.append((timed(run), timed(lambda: [run() for _ in range(calls)])))
-    out.append((timed(lambda: bare_fit(n)),
-                timed(lambda: [bare_fit(n) for _ in range(calls)])))
+    out.append((_timed(run), _timed(lambda: [run() for _ in range(calls)])))
+    out.append((_timed(lambda: bare_fit(n)),
+                _timed(lambda: [bare_fit(n) for _ in range(calls)])))
     return out
-
-
-def paused_refit_seconds(calls: int, n: int, pause: float) -> float:
-    """Ours: ``calls`` calls of ``fit(n)`` after a first call and ``pause`` seconds
-    (a user reading the first result between notebook cells), the later calls' seconds."""
-    inf = NFVI("planar*10", target_model(), jitter=JITTER)
-    opt = optax.adam(LEARNING_RATE)
-    inf.fit(n, optimizer=opt, n_mc=N_MC, progress=False)
-    time.sleep(pause)
-    start = time.perf_counter()
-    for _ in range(calls):
-        inf.fit(n, optimizer=opt, n_mc=N_MC, progress=False)
-    return time.perf_counter() - start
 
 
 def new_optimizer_seconds(n: int) -> tuple[float, float, float]:
@@ -479,7 +475,7 @@ def user_facing(calls: int, n_refit: int, n_long: int) -> None:
           f"| {total[1] / total[0]:.1f} |")
     # the same calls after a pause, as in a notebook: our background compile is done
     # (the others compiled in their first call: their figures are row (a)'s)
-    paused = paused_refit_seconds(calls, n_refit, PAUSE)
+    _, paused = ours_refit_seconds(calls, n_refit, PAUSE)
     print(f"| (a'') the same after a {PAUSE:g} s pause, steps/s | {steps / paused:,.0f} "
           f"| {steps / numpyro:,.0f} | {steps / bare:,.0f} | {bare / paused:.2f} "
           f"| {numpyro / paused:.1f} |")

@@ -39,4 +39,3 @@ def call_keys(key: Array, restarts: int, attempts: int) -> CallKeys:
         chain, sub = jax.random.split(chain)
         setup.append(sub)
     return CallKeys(init, jax.random.split(run_key, restarts), tuple(setup))
-

@@ -45,6 +45,12 @@ def _identity(params: Any) -> Any:
     return params
 
 
+def _call_start(state: LoopState, n: int, learning_rate: float | None) -> LoopState:
+    """``state`` with its optimizer state at the start of a call of ``n`` steps
+    (:func:`vi.optim.start_call`)."""
+    return state._replace(opt_state=start_call(state.opt_state, n, learning_rate))
+
+
 def _first_rows(msg: dict[str, Any]) -> Array | None:
     """Indices 0..B-1 for a subsampled plate's site, nothing for any other site."""
     if is_subsampled(msg):
@@ -179,8 +185,7 @@ class NFVI:
                 draws = jax.vmap(lambda k: guide.flow.init(
                     k, guide.jitter, loc=guide._init_latent, scale=guide.init_scale))(init_keys)
                 params = dict(zip(guide.param_names, jax.tree.leaves(draws), strict=True))
-                state = init_state(params, optimizer, run_keys)
-                return state._replace(opt_state=start_call(state.opt_state, plan.n, rate))
+                return _call_start(init_state(params, optimizer, run_keys), plan.n, rate)
 
             lowered = jax.jit(first).lower(keys.init, keys.run)
             compiled = compile_async(lowered, options=RUN_ONCE)
@@ -199,8 +204,7 @@ class NFVI:
             params = jax.tree.map(lambda a: a[None], one)
         else:
             params = jax.vmap(unconstrained)(keys.init)
-        state = init_state(params, optimizer, keys.run)
-        state = state._replace(opt_state=start_call(state.opt_state, plan.n, rate))
+        state = _call_start(init_state(params, optimizer, keys.run), plan.n, rate)
         return state, lambda: state, svi.constrain_fn
 
     def fit(self, n: int = 10_000, optimizer: optax.GradientTransformation | None = None,
@@ -284,7 +288,7 @@ class NFVI:
                 state = init_state(state.params, optimizer, state.key)
             if plan.seed is not None:
                 state = state._replace(key=keys.run)
-            state = state._replace(opt_state=start_call(state.opt_state, plan.n, rate))
+            state = _call_start(state, plan.n, rate)
             shapes, pending, start = state, (lambda: state), int(state.step[0])
         self._optimizer = optimizer
         program = self._program
