@@ -86,14 +86,23 @@ seeds 0 / 1)."""
 
 STEP_SIZE_GAMMA = 0.1
 """Dual averaging's gamma (its shrinkage towards the step size it restarts from) for the
-step size under ``adapt="flow"``; NumPyro's and Stan's is 0.05. The restarts after each
-change of the transport keep the iterate young (at most ``Schedule.every`` updates), where
-0.05 lets it swing by 0.2-2x around its target, and the warm-up's trees were 1.5-1.8 times
-as long as the sampling phase's. Measured (2 chains x (1000 + 1000), seeds 0-3, min ESS
-per 1000 gradients, 0.05 -> 0.1, restarts at the current step size instead of 10 times
-it): varying intercept 69.0 -> 85.7 (mean), stochastic volatility 13.9 -> 16.9, horseshoe
-27.7 -> 24.8; gamma 0.2 gave the varying intercept 98 but the horseshoe 24 divergences at
-one seed."""
+step size in the flow phase of ``adapt="flow"``, where each restart (after a change of
+the transport) is around the current step size. The diagonal phase, where the scale is
+still unknown, keeps NumPyro's and Stan's rule: gamma 0.05 and restarts around 10 times
+the step size. In the flow phase that rule kept the iterate young (at most
+``Schedule.every`` updates since a restart) and swinging by 0.2-2x around its target,
+and the warm-up's trees were 1.5-1.8 times as long as the sampling phase's. Min ESS per 1000
+gradients (2 chains x (1000 + 1000)), NumPyro's rule throughout -> this one: varying
+intercept 65.6 / 71.0 -> 85.6 / 90.8 (seeds 0 / 1), stochastic volatility 14.6 / 15.7
+-> 14.8 / 18.9 (seeds 1 / 2), horseshoe 29.1 / 28.1 -> 24.6 / 31.2 (seeds 0 / 1). The
+flow phase's rule in both phases cost the stochastic volatility 10,000 gradients per
+chain at draws 10-19 (1023 each, after a plunge of the step size); gamma 0.2 gave one
+horseshoe seed 24 divergences."""
+
+SAMPLING, DIAGONAL, FLOW = 0, 1, 2
+"""What a chunk of transitions adapts (its ``phase`` argument): nothing; the step size by
+NumPyro's dual averaging (the diagonal phase); by the flow phase's
+(:data:`STEP_SIZE_GAMMA`)."""
 
 INIT_RADIUS = 2.0
 """Chains start uniformly within this distance of the model's initial point, per
@@ -215,7 +224,7 @@ class _Target(NamedTuple):
 
 class _Programs(NamedTuple):
     """The compiled pieces: ``init(keys, y0, params)``, ``chunk(states, params, n,
-    adapting)``, ``scores(params, y, grad_y)`` and ``push(params, y)`` (x and g, or x
+    phase)``, ``scores(params, y, grad_y)`` and ``push(params, y)`` (x and g, or x
     alone, for a chunk's records), ``move(states, old, new)``, ``settle(states)``,
     ``refit``."""
 
@@ -335,7 +344,8 @@ def sample(
     points = schedule.points(num_warmup, target.diagonal) if adapt == "flow" else []
     runner = _Runner(programs, log, schedule.every, num_warmup, num_samples,
                      scores=adapt == "flow")
-    states, params = runner.warm_up(states, target.params, points, schedule, key_refit)
+    states, params = runner.warm_up(states, target.params, points, schedule, key_refit,
+                                    adapt == "flow" and target.diagonal)
     if adapt == "flow" and num_warmup:
         states = programs.settle(states)
     states = runner.draw(states, params)
@@ -447,16 +457,16 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
         return jax.jit(fn, in_shardings=ins, out_shardings=out)
 
     states = jax.eval_shape(programs.init, keys, y0, params)
-    records = jax.eval_shape(programs.chunk, states, params, jnp.array(0), jnp.array(True))[1]
+    records = jax.eval_shape(programs.chunk, states, params, jnp.array(0), jnp.array(FLOW))[1]
     lowered = {
         "init": lambda: jit(programs.init, (spread, spread, one), spread).lower(keys, y0, params),
         "chunk": lambda: jit(programs.chunk, (spread, one, one, one), (spread, one)).lower(
-            states, params, jnp.array(0), jnp.array(True)),
+            states, params, jnp.array(0), jnp.array(FLOW)),
         "push": lambda: jit(programs.push, (one, one), one).lower(params, records.y),
     }
     if adapt == "flow":
-        lowered["move"] = lambda: jit(programs.move, (spread, one, one), spread).lower(
-            states, params, params)
+        lowered["move"] = lambda: jit(programs.move, (spread, one, one, one), spread).lower(
+            states, params, params, jnp.array(FLOW))
         lowered["settle"] = lambda: jit(programs.settle, (spread,), spread).lower(states)
         if num_warmup:
             lowered["scores"] = lambda: jit(programs.scores, (one, one, one), one).lower(
@@ -488,7 +498,8 @@ def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,
         return potential
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_of, algo="NUTS")
-    ss_init, ss_update = dual_averaging(gamma=STEP_SIZE_GAMMA)
+    ss_init, ss_update = dual_averaging()
+    ss_update_flow = dual_averaging(gamma=STEP_SIZE_GAMMA)[1]
     accept_target = float(nuts_kwargs.get("target_accept_prob", 0.8))
     own_step_size = adapt == "flow"
     kernel_options = dict(nuts_kwargs)
@@ -501,25 +512,27 @@ def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,
                                rng_key=key, **kernel_options)
         return jax.vmap(one)(keys, y0)
 
-    def adapt_step_size(state: HMCState) -> HMCState:
-        ss_state = ss_update(accept_target - state.accept_prob, state.adapt_state.ss_state)
+    def adapt_step_size(state: HMCState, phase: Array) -> HMCState:
+        ss_state = lax.cond(phase == DIAGONAL, ss_update, ss_update_flow,
+                            accept_target - state.accept_prob, state.adapt_state.ss_state)
         step_size = _clip_step(jnp.exp(ss_state[0]))
         return state._replace(adapt_state=state.adapt_state._replace(
             ss_state=ss_state, step_size=step_size))
 
-    def transition(state: HMCState, params: TransportParams, adapting: Array
+    def transition(state: HMCState, params: TransportParams, phase: Array
                    ) -> tuple[HMCState, _Record]:
         state = sample_kernel(state, model_args=(params,))
         if own_step_size:
-            state = lax.cond(adapting, adapt_step_size, lambda s: s, state)
+            state = lax.cond(phase != SAMPLING, lambda s: adapt_step_size(s, phase),
+                             lambda s: s, state)
         return state, _Record(state.z, state.z_grad, state.num_steps, state.accept_prob,
                               state.diverging, state.adapt_state.step_size, state.energy)
 
-    def chunk(states: HMCState, params: TransportParams, n: Array, adapting: Array
+    def chunk(states: HMCState, params: TransportParams, n: Array, phase: Array
               ) -> tuple[HMCState, _Record]:
         def one_chain(state: HMCState) -> tuple[HMCState, _Record]:
             def step(s: HMCState) -> tuple[HMCState, _Record]:
-                return transition(s, params, adapting)
+                return transition(s, params, phase)
 
             blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
                                  jax.eval_shape(step, state)[1])
@@ -530,12 +543,15 @@ def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,
             return lax.scan(body, state, jnp.arange(schedule.every))
         return jax.vmap(one_chain)(states)
 
-    def move(states: HMCState, old: TransportParams, new: TransportParams) -> HMCState:
+    def move(states: HMCState, old: TransportParams, new: TransportParams, phase: Array
+             ) -> HMCState:
         def one(state: HMCState) -> HMCState:
             y = transport.inverse(new, transport.forward(old, state.z)[0])[0]
             energy, grad = jax.value_and_grad(potential_of(new))(y)
-            # restarted around the current step size (not Stan's 10x: STEP_SIZE_GAMMA)
-            ss_state = ss_init(jnp.log(state.adapt_state.step_size))
+            # dual averaging restarts around 10x the step size in the diagonal phase
+            # (Stan's rule), around the step size itself in the flow phase
+            restart = jnp.where(phase == DIAGONAL, 10.0, 1.0) * state.adapt_state.step_size
+            ss_state = ss_init(jnp.log(restart))
             return state._replace(z=y, potential_energy=energy, z_grad=grad,
                                   adapt_state=state.adapt_state._replace(ss_state=ss_state))
         return jax.vmap(one)(states)
@@ -584,45 +600,51 @@ class _Runner:
         self.warm: list[_Draws] = []
         self.kept: list[_Draws] = []
 
-    def run(self, states: HMCState, params: TransportParams, n: int, warm: bool
+    def run(self, states: HMCState, params: TransportParams, n: int, phase: int
             ) -> HMCState:
-        """n transitions of every chain, in chunks of the compiled length; records hold
+        """n transitions of every chain, in chunks of the compiled length, adapting what
+        ``phase`` says (:data:`SAMPLING`, :data:`DIAGONAL`, :data:`FLOW`); records hold
         x = T(y), and g = grad log p(x) in a warm-up that adapts the transport."""
+        warm = phase != SAMPLING
         records = self.warm if warm else self.kept
-        phase = "warmup_time" if warm else "sampling_time"
+        clock = "warmup_time" if warm else "sampling_time"
         for length in _chunks(n, self.chunk_length):
-            states, record = self.log.timed(phase, self.programs.chunk, states, params,
-                                            jnp.array(length), jnp.array(warm))
+            states, record = self.log.timed(clock, self.programs.chunk, states, params,
+                                            jnp.array(length), jnp.array(phase))
             if warm and self.scores:
                 x, g = self.log.timed("training_time", self.programs.scores, params,
                                       record.y, record.grad_y)
             else:
-                x = self.log.timed(phase, self.programs.push, params, record.y)
+                x = self.log.timed(clock, self.programs.push, params, record.y)
                 g = jnp.zeros_like(x)
             draws = _Draws(x, g, *record[2:])
             records.append(jax.tree.map(lambda a, k=length: np.asarray(a[:, :k]), draws))
         return states
 
     def warm_up(self, states: HMCState, params: TransportParams,
-                points: list[tuple[int, str]], schedule: Schedule, key: Array
-                ) -> tuple[HMCState, TransportParams]:
-        """Warm-up, adapting the transport after t draws for each (t, kind) of ``points``."""
+                points: list[tuple[int, str]], schedule: Schedule, key: Array,
+                diagonal: bool) -> tuple[HMCState, TransportParams]:
+        """Warm-up, adapting the transport after t draws for each (t, kind) of ``points``:
+        the draws before a diagonal adaptation are the diagonal phase (it starts the
+        warm-up if ``diagonal``), the others the flow phase."""
         done = 0
+        phase = DIAGONAL if diagonal else FLOW
         for (t, kind), sub in zip(points, jax.random.split(key, max(len(points), 1)),
                                   strict=False):
-            states = self.run(states, params, t - done, warm=True)
+            phase = DIAGONAL if kind == "diag" else FLOW
+            states = self.run(states, params, t - done, phase)
             done = t
             new = self._adapted(params, kind, t, schedule, sub)
             if new is not params:
                 states = self.log.timed("training_time", self.programs.move, states, params,
-                                        new)
+                                        new, jnp.array(phase))
                 params = new
                 self.log.transport_updates += 1
-        states = self.run(states, params, self.num_warmup - done, warm=True)
+        states = self.run(states, params, self.num_warmup - done, phase)
         return states, params
 
     def draw(self, states: HMCState, params: TransportParams) -> HMCState:
-        return self.run(states, params, self.num_samples, warm=False)
+        return self.run(states, params, self.num_samples, SAMPLING)
 
     def _adapted(self, params: TransportParams, kind: str, t: int, schedule: Schedule,
                  key: Array) -> TransportParams:
