@@ -23,7 +23,7 @@ from vi.fisher import (
     pull_back,
     score_from_latent,
 )
-from vi.flow_adaptation import Schedule
+from vi.flow_adaptation import STEP_SIZE_GAMMA, Schedule
 
 MEAN = np.array([1.0, -2.0, 0.5])
 CHOL = np.array([[1.0, 0.0, 0.0], [1.8, 0.6, 0.0], [-0.5, 0.4, 0.3]])  # correlations ~0.95
@@ -225,6 +225,30 @@ def test_inference_data_counts_every_gradient(gaussian_run):
         assert 0 < a[phase] < a["wall_time"], phase
     # the step size is fixed after warm-up
     assert np.all(stats["step_size"].values == stats["step_size"].values[:, :1])
+
+
+def test_step_size_restarts_by_the_phase_rule(gaussian_run):
+    """After a change of the transport at draw t, dual averaging restarts around
+    m * eps_{t-1} (m = 10 after a diagonal adaptation, 1 after a flow re-fit), and its
+    first update gives log eps_t = log(m eps_{t-1}) - (0.8 - accept_t) / (gamma (1 + t0)),
+    t0 = 10 (Hoffman & Gelman 2014, eq. 6), gamma that of the phase draw t is in: 0.05
+    before the last diagonal adaptation, STEP_SIZE_GAMMA after it."""
+    idata, _ = gaussian_run
+    warm = idata.warmup_sample_stats
+    eps = warm["step_size"].values.astype(np.float64)
+    accept = warm["acceptance_rate"].values.astype(np.float64)
+
+    def restarted(t: int, m: float, gamma: float) -> np.ndarray:
+        predicted = np.log(m * eps[:, t - 1]) - (0.8 - accept[:, t]) / (gamma * 11)
+        return np.isclose(np.log(eps[:, t]), predicted, atol=1e-4)
+
+    for t in range(SHORT.early_every, SHORT.early_until, SHORT.early_every):
+        assert restarted(t, 10.0, 0.05).all(), t
+    assert restarted(SHORT.early_until, 10.0, STEP_SIZE_GAMMA).all()
+    flow_points = [t for t, kind in SHORT.points(300, diagonal=True) if kind == "flow"]
+    kept = [t for t in flow_points if restarted(t, 1.0, STEP_SIZE_GAMMA).all()]
+    assert len(kept) == idata.attrs["n_refits_kept"] >= 1
+    assert not any(restarted(t, 10.0, 0.05).any() for t in flow_points)
 
 
 def test_re_fitting_compiles_the_sampler_once(gaussian_run):
