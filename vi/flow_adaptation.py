@@ -22,9 +22,9 @@ cost: it holds the gradient of the pulled-back potential, from which g_i follows
 the flow's own Jacobian (:func:`vi.fisher.score_from_latent`). After each change of
 T the chains carry on from the same points x (y' = T'^{-1}(x)), which costs one
 gradient per chain, and the step size's dual averaging (Hoffman & Gelman 2014)
-restarts around the current step size (:data:`STEP_SIZE_GAMMA`). The transport's
-parameters are an argument of the one compiled sampling program, so re-fitting
-compiles nothing.
+restarts: around 10 times the step size in the diagonal phase, around the step size
+itself in the flow phase (:data:`STEP_SIZE_GAMMA`). The transport's parameters are an
+argument of the one compiled sampling program, so re-fitting compiles nothing.
 
 With ``adapt="diag"`` it is plain NUTS on the model with NumPyro's own windowed
 adaptation of step size and diagonal mass matrix: the baseline, in the same format.
@@ -91,10 +91,11 @@ the transport) is around the current step size. The diagonal phase, where the sc
 still unknown, keeps NumPyro's and Stan's rule: gamma 0.05 and restarts around 10 times
 the step size. In the flow phase that rule kept the iterate young (at most
 ``Schedule.every`` updates since a restart) and swinging by 0.2-2x around its target,
-and the warm-up's trees were 1.5-1.8 times as long as the sampling phase's. Min ESS per 1000
-gradients (2 chains x (1000 + 1000)), NumPyro's rule throughout -> this one: varying
-intercept 65.6 / 71.0 -> 85.6 / 90.8 (seeds 0 / 1), stochastic volatility 14.6 / 15.7
--> 14.8 / 18.9 (seeds 1 / 2), horseshoe 29.1 / 28.1 -> 24.6 / 31.2 (seeds 0 / 1). The
+and the warm-up's trees were 1.5-1.8 times as long as the sampling phase's. Min ESS
+per 1000 gradients (2 chains x (1000 + 1000)), NumPyro's rule throughout -> this one:
+varying intercept 65.6 / 71.0 -> 85.6 / 90.8 (seeds 0 / 1), stochastic volatility
+14.6 / 15.7 -> 14.8 / 18.9 (seeds 1 / 2), horseshoe 29.1 / 28.1 -> 24.6 / 31.2 (seeds
+0 / 1). The
 flow phase's rule in both phases cost the stochastic volatility 10,000 gradients per
 chain at draws 10-19 (1023 each, after a plunge of the step size); gamma 0.2 gave one
 horseshoe seed 24 divergences."""
@@ -225,7 +226,7 @@ class _Target(NamedTuple):
 class _Programs(NamedTuple):
     """The compiled pieces: ``init(keys, y0, params)``, ``chunk(states, params, n,
     phase)``, ``scores(params, y, grad_y)`` and ``push(params, y)`` (x and g, or x
-    alone, for a chunk's records), ``move(states, old, new)``, ``settle(states)``,
+    alone, for a chunk's records), ``move(states, old, new, phase)``, ``settle(states)``,
     ``refit``."""
 
     init: Callable[..., HMCState]
@@ -248,11 +249,12 @@ class _Log:
         self.refits_kept = 0
         self.fisher_loss = float("nan")
 
-    def timed(self, phase: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` with its device work finished, its wall time added to ``phase``."""
+    def timed(self, clock: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` with its device work finished, its wall time added to ``clock``
+        (a key of ``times``)."""
         start = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
-        self.times[phase] += time.perf_counter() - start
+        self.times[clock] += time.perf_counter() - start
         return out
 
 
