@@ -28,7 +28,13 @@ class CallKeys(NamedTuple):
     setup: tuple[Array, ...]  # one key per attempt at the guide's initial point
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2), compiler_options=RUN_ONCE)
+KEY_OPTIONS = {**RUN_ONCE, "xla_cpu_use_fusion_emitters": False}
+"""XLA options of :func:`call_keys`: :data:`flows.flow.RUN_ONCE` and XLA's older fusion
+emitters, which compile the threefry code in 0.10 s instead of 0.14 s (2 CPU cores);
+integer arithmetic, so the keys are the same bits either way."""
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2), compiler_options=KEY_OPTIONS)
 def call_keys(key: Array, restarts: int, attempts: int) -> CallKeys:
     """The :class:`CallKeys` of a call seeded with ``key`` (``jax.random.key(seed)``)
     with ``restarts`` restarts and ``attempts`` tries at the guide's initial point."""

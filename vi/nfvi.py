@@ -281,7 +281,6 @@ class NFVI:
         if self._state is None:
             shapes, pending, constrain = self._first_state(plan, optimizer, rate, keys)
             self._program = FitProgram(self.model, self.guide, constrain)
-            start = 0
         else:
             state = self._state
             if optimizer is not self._optimizer:
@@ -289,7 +288,7 @@ class NFVI:
             if plan.seed is not None:
                 state = state._replace(key=keys.run)
             state = _call_start(state, plan.n, rate)
-            shapes, pending, start = state, (lambda: state), int(state.step[0])
+            shapes, pending = state, (lambda: state)
         self._optimizer = optimizer
         program = self._program
         self._layout = fit_layout(
@@ -301,7 +300,7 @@ class NFVI:
             placed = self._layout.place(ready, self._layout.state_shardings(ready))
             shapes, pending = placed, (lambda: placed)
         # the chunks are traced (and compiled on the pool) while the state compiles
-        runner = program.runner(plan, optimizer, shapes, start, self._layout)
+        runner = program.runner(plan, optimizer, shapes, self._layout)
         state = pending()
         outcome = drive(runner, state, plan,
                         lambda s, r, losses: self._approximation(s, r, losses, plan.particles),

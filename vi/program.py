@@ -9,16 +9,10 @@ state (which hold the step count, the default cosine's horizon and the learning
 rate), the keys, and the step limit of the call. So ``fit(1000)`` called ten times,
 or ``fit(25_000)`` again with a new ``optax.adam(1e-2)``, traces and compiles nothing.
 
-A fast first chunk: a flow with repeated steps runs its scans unrolled
-(``flows.flow.UNROLL`` layers per iteration; 2-3x the steps per second of a rolled
-loop on small problems), which takes several times longer to compile. So the first
-chunk's worth of steps of a program runs a rolled compile (ready sooner), and the
-unrolled one compiles on a background thread, once the rolled one is done, for the
-steps after. Which one runs a step depends only on the step's index, never on
-timing: results are reproducible, and ``fit(500)`` twice equals ``fit(1000)``. A
-light rolled chunk (:data:`LIGHT_CHUNK_FLOPS`) compiles with :data:`LIGHT_FIRST_CHUNK`,
-in half the time; which options it gets depends only on the program and the chunk
-length.
+A fast first result: a flow with repeated steps first runs a program that compiles
+sooner, while its fastest one compiles on a background thread (:class:`Runner`);
+which one runs a step depends only on the step's index, never on timing, so results
+are reproducible and ``fit(500)`` twice equals ``fit(1000)``.
 """
 
 from __future__ import annotations
@@ -56,33 +50,42 @@ def _avals(tree: Any) -> Hashable:
                                            for leaf in jax.tree.leaves(tree))
 
 
-LIGHT_FIRST_CHUNK = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-"""XLA options of the rolled first chunk of a light program on CPU: LLVM's
-optimisation skipped, and fusions emitted by XLA's older, simpler emitters. Measured
-on 2 CPU cores (fresh processes, first ``fit(1000)`` of ``planar*10``, 10 particles):
-U4 2.1-2.2 s -> 1.3-1.5 s, a 10-site regression 2.6-3.5 s -> 2.0-2.6 s; the chunk
-compiles in 0.4-0.5 s instead of 0.9-1.0 s and runs at about 0.6 of the speed
-(9,500 against 16,000 steps/s on U4). On a 5000-row logistic regression the slower
-steps cost more than the compile saves (2.9-3.5 s -> 4.1-5.2 s): see
-:data:`LIGHT_CHUNK_FLOPS`."""
+FAST_COMPILE = {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False}
+"""XLA options of the fit chunks on CPU: LLVM's optimisation at level 1 (of 3) and
+fusions emitted by XLA's older, simpler emitters. They compile in 0.55-0.65 of the
+time of XLA's defaults and run as fast or faster. Measured on 2 CPU cores
+(``planar*10``, 10 particles, one chunk compiled and timed over 5 x 1000 steps; the
+unrolled chunk, then the rolled one): U4 1.5-1.8 s -> 1.0 s (0.95x the steps/s of
+the defaults) and 0.8 -> 0.4 s (1.0x); a 10-site regression 2.0 -> 1.2 s (1.1x) and
+1.0 -> 0.5 s (1.0x); a 5000-row logistic regression 1.8 -> 1.1 s (1.25x) and
+0.9 -> 0.45 s (1.2x)."""
 
-LIGHT_CHUNK_FLOPS = 2e8
-"""A rolled first chunk is light when XLA's count of its floating-point operations
-per step (each loop's body counted once) times its steps is below this: U4 4e6,
-the 10-site regression 4e7, the 5000-row logistic regression 4e9 (for 1000 steps)."""
+LIGHT_TIER = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+"""XLA options of the light tier (:func:`light_steps`): LLVM's optimisation skipped.
+The unrolled chunk compiles in about 0.6 of :data:`FAST_COMPILE`'s time and runs at
+0.4-0.5 of its speed (U4: 0.6 s and 47,000 steps/s against 1.0 s and 92,000; the
+10-site regression 0.7 s and 12,000 against 1.2 s and 30,000)."""
+
+LIGHT_FLOPS = 2e8
+"""The light tier's budget: XLA's count of floating-point operations over the steps
+it runs (:func:`light_steps`)."""
 
 
-def first_chunk_options(lowered: jax.stages.Lowered, steps: int) -> dict[str, Any] | None:
-    """:data:`LIGHT_FIRST_CHUNK` for a light rolled chunk of ``steps`` steps on CPU,
-    else ``None`` (XLA's defaults). Static: the same program and steps always get the
-    same options, so the same steps compute the same numbers."""
+def light_steps(lowered: jax.stages.Lowered, length: int) -> int:
+    """How many first steps of a program with repeats run its light tier: as many
+    whole chunks of ``length`` steps as :data:`LIGHT_FLOPS` pays for, by XLA's count of
+    one step's floating-point operations (each loop body counted once), on CPU; 0
+    elsewhere. U4: 9,000 per step, so the first 22,000 steps; the 10-site regression
+    59,000, 3,000 steps; the 5000-row logistic regression 6 million, none. Static: the
+    same program always gets the same tiers, so the same steps compute the same
+    numbers."""
     if jax.default_backend() != "cpu":
-        return None
+        return 0
     cost = lowered.cost_analysis()
     if isinstance(cost, list):  # older JAX: one dict per program
         cost = cost[0] if cost else None
-    flops = (cost or {}).get("flops", math.inf)
-    return LIGHT_FIRST_CHUNK if flops * steps < LIGHT_CHUNK_FLOPS else None
+    flops = (cost or {}).get("flops") or math.inf
+    return int(LIGHT_FLOPS / flops / length) * length
 
 
 class Runner:
@@ -90,40 +93,56 @@ class Runner:
 
     ``runner(state, end, at)`` runs one chunk from step ``at`` (the state's step)
     towards ``end`` on the model's ``data`` arrays and returns
-    ``(state, losses, records, reached)``, ``reached`` the step it stops at. Steps
-    before ``rolled_until`` run the rolled compile (stopping at ``rolled_until``),
-    the others the unrolled one.
+    ``(state, losses, records, reached)``, ``reached`` the step it stops at.
+
+    A flow with repeats runs its scans unrolled (``flows.flow.UNROLL`` layers per
+    iteration): 2-5x the steps per second of a rolled loop on small problems, but a
+    longer compile. So the first steps a runner runs (``first_until``, counted over
+    all the calls that use it) go to a program that is ready sooner, while the
+    unrolled :data:`FAST_COMPILE` one compiles on a background thread for the steps
+    after: the unrolled chunk compiled with :data:`LIGHT_TIER` for the steps that
+    :func:`light_steps` gives (ten ``fit(1000)`` calls on U4 after the first run it at
+    about the bare loop's speed, where waiting for the fast compile would cost them
+    about 1 s), else the rolled loop for one chunk. Which program runs a step
+    depends only on the calls made, never on timing: the programs' numbers differ in
+    the last bits, and results must be reproducible, with ``fit(500)`` twice equal
+    to ``fit(1000)``.
     """
 
     def __init__(self, make: Callable[[], Any], state: LoopState, data: tuple[Array, ...],
-                 length: int, rolled_until: int):
-        self.length, self.rolled_until, self.data = length, rolled_until, data
+                 length: int, repeats: bool):
+        self.length, self.data, self.ran = length, data, 0
         limit = jnp.asarray(0, jnp.int32)
-        self._rolled: Future | None = None
-        if rolled_until > 0:
-            # compile the rolled chunk while the unrolled one is traced (XLA compiles
-            # without holding the GIL)
-            with scan_unroll(1):
-                lowered = make().lower(state, limit, data)
-                self._rolled = compile_async(lowered, options=first_chunk_options(
-                    lowered, rolled_until))
+        fast = FAST_COMPILE if jax.default_backend() == "cpu" else None
         with scan_unroll(UNROLL):
             unrolled = make().lower(state, limit, data)
-        # and the unrolled one after it: side by side on two cores the two compiles
-        # slowed each other, and the first chunk waits for the rolled one (first fit of
-        # planar*10 on U4, fresh process: 4.2-5.4 s against 4.7-6.4 s)
-        self._unrolled: Future = compile_async(unrolled, after=self._rolled)
+        self._first: Future | None = None
+        self.first_until = 0
+        if repeats:
+            light = light_steps(unrolled, length)
+            if light:
+                self._first = compile_async(unrolled, options=LIGHT_TIER)
+                self.first_until = light
+            else:
+                with scan_unroll(1):
+                    rolled = make().lower(state, limit, data)
+                self._first = compile_async(rolled, options=fast)
+                self.first_until = length
+        # after the first: side by side on two cores the two compiles slow each other,
+        # and the first chunk waits for the first program
+        self._rest: Future = compile_async(unrolled, after=self._first, options=fast)
 
     def __call__(self, state: LoopState, end: int, at: int
                  ) -> tuple[LoopState, Array, dict[str, Array], int]:
-        if self._rolled is not None and at < self.rolled_until:
-            stop = min(end, self.rolled_until, at + self.length)
-            chunk = self._rolled.result()
+        left = self.first_until - self.ran  # steps the first program still runs
+        if left > 0:
+            stop = min(end, at + left, at + self.length)
+            chunk = self._first.result()
         else:
             stop = min(end, at + self.length)
-            chunk = self._unrolled.result()
+            chunk = self._rest.result()
+        self.ran += stop - at
         return (*chunk(state, jnp.asarray(stop, jnp.int32), self.data), stop)
-
 
 
 def _elbo_key(elbo: str | ELBO, elbo_obj: ELBO) -> Hashable:
@@ -269,11 +288,10 @@ class FitProgram:
         return signature
 
     def runner(self, plan: FitPlan, optimizer: optax.GradientTransformation,
-               state: LoopState, start: int, layout: Layout | None = None) -> Runner:
+               state: LoopState, layout: Layout | None = None) -> Runner:
         """The :class:`Runner` for this plan, optimizer, state shape and device
         layout, built (traced and compiled) the first time they meet. ``state``
-        (arrays, or their ``jax.ShapeDtypeStruct``) gives the shapes, ``start`` the
-        step the call starts from."""
+        (arrays, or their ``jax.ShapeDtypeStruct``) gives the shapes."""
         params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
                               state.params)
         key = (_elbo_key(plan.elbo, plan.elbo_obj), self._signature(optimizer, params),
@@ -294,6 +312,5 @@ class FitProgram:
                                   max_failures=plan.max_failures, measure=measure,
                                   shardings=shardings)
 
-            rolled_until = plan.length if self.repeats and start < plan.length else 0
-            self._runners[key] = Runner(make, state, data.arrays, plan.length, rolled_until)
+            self._runners[key] = Runner(make, state, data.arrays, plan.length, self.repeats)
         return self._runners[key]
