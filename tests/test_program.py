@@ -1,6 +1,8 @@
 """vi.program, vi.optim and vi.plan: the compiled fit program is reused, continuation is
 exact, what changes between calls is traced state, bad fit arguments fail early."""
 
+from concurrent.futures import Future
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,6 +88,21 @@ def test_the_first_programs_differ_so_the_switch_must_not_depend_on_timing(monke
     # the same first steps (rounding grows along a trajectory), different bits
     np.testing.assert_allclose(fits[0].hist[:20], fits[600].hist[:20], rtol=1e-5)
     assert not np.array_equal(fits[0].hist, fits[600].hist)
+
+
+def test_a_new_optimizer_object_does_not_run_the_first_program_again(monkeypatch):
+    """A new optimizer object restarts the optimizer's step count, not the runner's:
+    the light program runs a runner's first steps once (here 600), then the fast one."""
+    monkeypatch.setattr(vi.program, "light_steps", lambda lowered, length: 600)
+    model, _ = counted_model()
+    inf = NFVI("planar*3", model, seed=1)
+    inf.fit(600, optimizer=optax.adam(1e-2), n_mc=2, chunk=200, progress=False)
+    (runner,) = inf._program._runners.values()
+    ran_again = Future()
+    ran_again.set_exception(AssertionError("the first program ran again"))
+    runner._first = ran_again
+    inf.fit(400, optimizer=optax.adam(1e-2), n_mc=2, chunk=200, progress=False)
+    assert len(inf.hist) == 1000 and np.all(np.isfinite(inf.hist))
 
 
 def test_fit_cosine_follows_its_formula_and_restarts_each_call():
