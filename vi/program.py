@@ -96,17 +96,17 @@ class Runner:
     ``(state, losses, records, reached)``, ``reached`` the step it stops at.
 
     A flow with repeats runs its scans unrolled (``flows.flow.UNROLL`` layers per
-    iteration): 2-5x the steps per second of a rolled loop on small problems, but a
-    longer compile. So the first steps a runner runs (``first_until``, counted over
-    all the calls that use it) go to a program that is ready sooner, while the
-    unrolled :data:`FAST_COMPILE` one compiles on a background thread for the steps
-    after: the unrolled chunk compiled with :data:`LIGHT_TIER` for the steps that
-    :func:`light_steps` gives (ten ``fit(1000)`` calls on U4 after the first run it at
-    about the bare loop's speed, where waiting for the fast compile would cost them
-    about 1 s), else the rolled loop for one chunk. Which program runs a step
-    depends only on the calls made, never on timing: the programs' numbers differ in
-    the last bits, and results must be reproducible, with ``fit(500)`` twice equal
-    to ``fit(1000)``.
+    iteration): for planar*10, 5.5x the steps per second of a rolled loop on U4 and 1.8x
+    on a 10-site regression, but a longer compile. So the first steps a runner runs
+    (``first_until``, counted over all the calls that use it) go to a program that is
+    ready sooner, while the unrolled :data:`FAST_COMPILE` one compiles on a background
+    thread for the steps after: the unrolled chunk compiled with :data:`LIGHT_TIER` for
+    the steps that :func:`light_steps` gives (ten ``fit(1000)`` calls on U4 after the
+    first run it at about the bare loop's speed, where waiting for the fast compile
+    would cost them about 1 s), else the rolled loop for one chunk. Which program runs a
+    step depends only on the calls made, never on timing: the programs' numbers differ
+    in the last bits, and results must be reproducible, with ``fit(500)`` twice equal to
+    ``fit(1000)``.
     """
 
     def __init__(self, make: Callable[[], Any], state: LoopState, data: tuple[Array, ...],
