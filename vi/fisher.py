@@ -104,11 +104,17 @@ def _invertible(name: str) -> bool:
 def pull_back(transport: Transport, params: TransportParams, x: Array, g: Array
               ) -> tuple[Array, Array]:
     """(y, s): y = T^{-1}(x) and the pulled-back score s = J_T(y)^T g + grad log|det J_T(y)|,
-    for one draw x with score g = grad log p(x); one vector-Jacobian product of T."""
-    y = transport.inverse(params, x)[0]
-    _, vjp = jax.vjp(lambda v: transport.forward(params, v), y)
-    (score,) = vjp((g, jnp.ones(())))
-    return y, score
+    for one draw x with score g = grad log p(x).
+
+    With u = (x - loc) / sigma the diagonal part gives s = F.pull_back(u, sigma g)
+    (:meth:`flows.Flow.pull_back`: F's steps one at a time from the output side, each
+    inverse sharing its conditioner with the VJP of its forward).
+    """
+    sigma = jnp.exp(params.log_scale)
+    u, g_u = (x - params.loc) / sigma, g * sigma
+    if transport.flow is None:
+        return u, g_u
+    return transport.flow.pull_back(params.flow, u, g_u)
 
 
 def fisher_loss(transport: Transport, params: TransportParams, x: Array, g: Array) -> Array:
