@@ -12,14 +12,17 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import optax
 import pytest
 
 from flows import Flow
 from vi import NFVI, Model, sample
 from vi.fisher import (
+    RefitData,
     Transport,
     diagonal_fit,
     fisher_loss,
+    make_refit,
     pull_back,
     score_from_latent,
 )
@@ -162,6 +165,40 @@ def test_diagonal_fit_minimises_the_fisher_loss_of_a_diagonal_map():
         for field, step in (("loc", 0.05), ("log_scale", 0.05)):
             moved = getattr(best, field).at[i].add(step)
             assert float(fisher_loss(transport, best._replace(**{field: moved}), x, g)) > at_best
+
+
+def test_refit_is_adam_with_a_cosine_rate_from_the_first_step():
+    """Held out = trained on and one evaluation at the end, so the re-fit returns its
+    last parameters: they must be those of optax's Adam on the same batches with the
+    rate 1e-2 * cosine down to decay * 1e-2 over the 20 steps (and differ from a
+    constant rate's)."""
+    transport, params = random_transport(7)
+    x, g = gaussian_draws(40, seed=5)
+    data = RefitData(x, g, jnp.asarray(40), x, g)
+    steps, batch, rate, key = 20, 8, 1e-2, jax.random.key(3)
+    loss_grad = jax.jit(jax.value_and_grad(lambda p, a, b: fisher_loss(transport, p, a, b)))
+
+    def reference(decay: float) -> object:
+        optimizer = optax.adam(optax.cosine_decay_schedule(rate, steps, alpha=decay))
+        p, state = params, optimizer.init(params)
+        for k in jax.random.split(key, steps):
+            idx = jax.random.randint(k, (batch,), 0, 40)
+            _, grads = loss_grad(p, x[idx], g[idx])
+            updates, state = optimizer.update(grads, state, p)
+            p = optax.apply_updates(p, updates)
+        return p
+
+    best, before, after = jax.jit(make_refit(transport, steps, batch, rate, eval_every=steps,
+                                             decay=0.1))(params, data, key)
+    assert float(after) < float(before)
+    assert np.isclose(float(after), float(loss_grad(best, x, g)[0]), rtol=1e-5)
+    decayed, constant = reference(0.1), reference(1.0)
+    gap = 0.0
+    for a, b, c in zip(jax.tree.leaves(best), jax.tree.leaves(decayed),
+                       jax.tree.leaves(constant), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        gap = max(gap, float(jnp.max(jnp.abs(b - c), initial=0.0)))
+    assert gap > 1e-3  # the schedule matters at this tolerance
 
 
 # --- vi.sample -----------------------------------------------------------------------
@@ -333,3 +370,5 @@ def test_bad_model_and_schedule_are_refused():
         Schedule(steps=120, eval_every=50)
     with pytest.raises(ValueError, match="fraction"):
         Schedule(final=1.0)
+    with pytest.raises(ValueError, match="decay is the fraction"):
+        Schedule(decay=1.5)

@@ -177,10 +177,12 @@ RefitFn = Callable[[TransportParams, RefitData, Array], tuple[TransportParams, A
 
 
 def make_refit(transport: Transport, steps: int, batch: int, learning_rate: float,
-               eval_every: int) -> RefitFn:
+               eval_every: int, decay: float = 1.0) -> RefitFn:
     """``refit(params, data, key) -> (best, loss_before, loss_best)``: Adam on the Fisher
     loss from ``params``, ``steps`` steps of ``batch`` draws drawn uniformly from the
-    training draws, the held-out loss evaluated every ``eval_every`` steps.
+    training draws, the held-out loss evaluated every ``eval_every`` steps. The rate
+    follows a cosine from ``learning_rate`` at the first step to ``decay *
+    learning_rate`` at the last (``optax.cosine_decay_schedule``; ``decay=1``: constant).
 
     The result is the parameters with the lowest held-out loss among the current ones
     and those evaluated, so a re-fit never makes the transport worse on the draws it
@@ -188,7 +190,9 @@ def make_refit(transport: Transport, steps: int, batch: int, learning_rate: floa
     (``optax.apply_if_finite``). Jit it: the shapes of ``data`` are fixed, so one
     compiled program serves every re-fit.
     """
-    optimizer = optax.apply_if_finite(optax.adam(learning_rate), max_consecutive_errors=20)
+    rate = (learning_rate if decay == 1
+            else optax.cosine_decay_schedule(learning_rate, steps, alpha=decay))
+    optimizer = optax.apply_if_finite(optax.adam(rate), max_consecutive_errors=20)
 
     def held_out(params: TransportParams, data: RefitData) -> Array:
         loss = fisher_loss(transport, params, data.x_val, data.g_val)

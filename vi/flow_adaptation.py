@@ -71,6 +71,7 @@ from vi.fisher import (
 )
 from vi.model import Model
 from vi.neutra import check_nuts_options, to_model_space
+from vi.program import FAST_COMPILE
 
 __all__ = ["DEFAULT_FLOW", "Schedule", "sample"]
 
@@ -99,6 +100,12 @@ varying intercept 65.6 / 71.0 -> 85.6 / 90.8 (seeds 0 / 1), stochastic volatilit
 flow phase's rule in both phases cost the stochastic volatility 10,000 gradients per
 chain at draws 10-19 (1023 each, after a plunge of the step size); gamma 0.2 gave one
 horseshoe seed 24 divergences."""
+
+REFIT_COMPILE = {"xla_backend_optimization_level": 1}
+"""XLA options of the re-fit program on CPU (LLVM's optimisation at level 1 of 3); the
+NUTS chunk gets :data:`vi.program.FAST_COMPILE`. On the 100-d funnel the seven programs
+compiled in 6.7-8.0 s with XLA's defaults for these two and 5.7-5.9 s with these
+options, and the NUTS transitions and the re-fits ran as fast (2 CPU cores)."""
 
 SAMPLING, DIAGONAL, FLOW = 0, 1, 2
 """What a chunk of transitions adapts (its ``phase`` argument): nothing; the step size by
@@ -133,16 +140,21 @@ class Schedule:
         final: fraction of warm-up at its end that adapts the step size only.
         steps: Adam steps per re-fit, a multiple of ``eval_every``.
         batch: draws per Adam step.
-        learning_rate: Adam's rate.
+        learning_rate: Adam's rate at the start of each re-fit.
+        decay: the rate falls along a cosine from ``learning_rate`` to ``decay *
+            learning_rate`` over a re-fit's steps (1 keeps it constant).
         eval_every: evaluate the held-out loss every this many steps (the best is kept).
 
-    The re-fit's defaults (2000 steps of 64 draws at rate 4e-3) were measured on the
-    100-d funnel (2 chains x (1000 + 1000), seeds 6-10, min ESS per 1000 gradients):
-    40.4 / 37.3 / 22.0 / 41.2 / 31.1 against 8.4 / 25.5 / 29.5 / 14.1 / 17.7 with
-    1000 steps (seed 6's transport stalled at a held-out Fisher loss of 7.4), for 17 s
-    of training against 8 s on 2 CPU cores; an older build's 2000 steps of 128 at
-    2e-3 took 42-50 s. README, "Learning the transport during warm-up", has the zoo's
-    figures.
+    The re-fit's defaults (1700 steps of 64 draws, the rate from 4e-3 down a cosine to
+    4e-4) were measured on the 100-d funnel (2 chains x (1000 + 1000), min ESS per 1000
+    gradients at seeds 6, 7, 2, 3, 0, 1, 4, 5; 2 CPU cores): 32.8 / 46.2 / 48.5 / 27.0 /
+    44.5 / 29.0 / 40.0 / 25.6 (mean 36.7) with 15 s of training, against a constant
+    rate's 2000 steps 49.5 / 42.5 / 24.5 / 39.9 / 31.7 / 31.6 / 49.2 / 35.0 (mean 38.0,
+    17-19 s) and the cosine's 1400 steps (mean 33.5, 12 s); stochastic volatility
+    (seeds 0 / 1) 12.1 / 22.1 against the constant rate's 14.4 / 13.7 (plain NUTS 5.5 /
+    6.0). In an earlier build 1000 steps at a constant rate stalled at seed 6 (8.4 per
+    1000 gradients, held-out Fisher loss 7.4). README, "Learning the transport during
+    warm-up", has the zoo's figures.
     """
 
     early_every: int = 10
@@ -151,9 +163,10 @@ class Schedule:
     window: int = 600
     holdout: int = 64
     final: float = 0.1
-    steps: int = 2000
+    steps: int = 1700
     batch: int = 64
     learning_rate: float = 4e-3
+    decay: float = 0.1
     eval_every: int = 100
 
     def __post_init__(self) -> None:
@@ -161,6 +174,10 @@ class Schedule:
                      "batch", "eval_every"):
             check_int(getattr(self, name), f"Schedule.{name}", minimum=1)
         final = check_number(self.final, "Schedule.final", minimum=0)
+        decay = check_number(self.decay, "Schedule.decay", minimum=0)
+        if decay > 1:
+            raise ValueError(f"Schedule.decay is the fraction of learning_rate a re-fit ends "
+                             f"at, in [0, 1]; got {decay}")
         if final >= 1:
             raise ValueError(f"Schedule.final is a fraction of warm-up in [0, 1), got {final}")
         if self.steps % self.eval_every:
@@ -479,9 +496,12 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
     # the biggest programs first, so that the two compile threads finish together
     order = ("refit", "chunk", "init", "move", "scores", "push", "settle")
     # those that run once, or once a window, compile quicker without LLVM's
-    # optimisations; the NUTS chunk and the re-fit, which run long, keep them
-    once = {name: RUN_ONCE for name in ("init", "move", "settle", "scores", "push")}
-    compiled = compile_all({name: lowered[name] for name in order if name in lowered}, once)
+    # optimisations; the NUTS chunk and the re-fit, which run long, get lighter ones
+    options = {name: RUN_ONCE for name in ("init", "move", "settle", "scores", "push")}
+    if jax.default_backend() == "cpu":
+        options |= {"chunk": FAST_COMPILE, "refit": REFIT_COMPILE}
+    compiled = compile_all({name: lowered[name] for name in order if name in lowered},
+                           options)
     programs = programs._replace(**compiled)
     log.times["compile_time"] += time.perf_counter() - start
     return programs
@@ -571,7 +591,7 @@ def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,
         return jax.vmap(jax.vmap(lambda v: transport.forward(params, v)[0]))(y)
 
     refit = make_refit(transport, schedule.steps, schedule.batch, schedule.learning_rate,
-                       schedule.eval_every)
+                       schedule.eval_every, schedule.decay)
     return _Programs(init, chunk, scores, push, move, settle, refit)
 
 
