@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-__all__ = ["compile_all", "compile_async"]
+__all__ = ["call_async", "compile_all", "compile_async"]
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nfvi-compile")
 
@@ -31,6 +31,12 @@ def compile_async(lowered: jax.stages.Lowered, after: Future | None = None,
             after.result()
         return lowered.compile(compiler_options=options)
     return _POOL.submit(compile_it)
+
+
+def call_async(fn: Callable[[], Any]) -> Future:
+    """Run ``fn()`` on the compile pool: for a first call of a jitted function, which is
+    mostly compiling, while the main thread goes on tracing."""
+    return _POOL.submit(fn)
 
 
 def compile_all(lowered: dict[str, Callable[[], jax.stages.Lowered]],

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, NamedTuple
@@ -57,7 +58,7 @@ from flows.flow import RUN_ONCE
 from flows.options import check_int, check_number
 from guides import AutoFlow
 from vi.approximation import Approximation
-from vi.compiler import compile_all
+from vi.compiler import call_async, compile_all
 from vi.devices import Layout, chain_layout
 from vi.elbo import flat_potential
 from vi.fisher import (
@@ -224,7 +225,9 @@ class _Draws(NamedTuple):
 
 
 class _Target(NamedTuple):
-    """The model, its guide (for unpacking flat latents), the transport and where to start."""
+    """The model, its guide (for unpacking flat latents), the transport and where to start
+    (``params.flow`` may be a ``Future``, the flow's initial parameters still computing:
+    :func:`_started`)."""
 
     model: Any
     guide: AutoFlow
@@ -348,6 +351,7 @@ def sample(
     log = _Log()
     programs = _compile(target, adapt, num_warmup, num_chains, schedule, nuts_kwargs, y0, log,
                         layout)
+    target = _started(target)
     keys = jax.random.split(key_chains, num_chains)
     if layout is not None:
         keys, y0 = layout.place((keys, y0), (layout.spread, layout.spread))
@@ -423,10 +427,21 @@ def _target(model: Model | Approximation, adapt: str, flow: Any) -> _Target:
         handlers.seed(guide._setup_prototype, 0)(*model.args, **model.kwargs)
     dim = int(guide.latent_dim)
     transport = Transport(guide.flow if adapt == "flow" else None, dim)
-    # jitter 0: F starts as the identity (hh as an isometry), so T is the diagonal map
-    flow_params = guide.flow.init(jax.random.key(0), 0.0) if adapt == "flow" else None
+    # jitter 0: F starts as the identity (hh as an isometry), so T is the diagonal map;
+    # its parameters compile (0.5 s for the default flow at d=101) and run on the pool
+    # while the programs are traced
+    flow_params = (call_async(partial(guide.flow.init, jax.random.key(0), 0.0))
+                   if adapt == "flow" else None)
     return _Target(model, guide, transport, transport.identity(flow_params),
                    diagonal=True, n_grad_vi=0)
+
+
+def _started(target: _Target) -> _Target:
+    """``target`` with its flow's initial parameters, once they are computed."""
+    flow = target.params.flow
+    if not isinstance(flow, Future):
+        return target
+    return target._replace(params=target.params._replace(flow=flow.result()))
 
 
 def _initial_points(target: _Target, model: Model | Approximation, key: Array,
@@ -459,7 +474,9 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
     replicated)."""
     start = time.perf_counter()
     programs = _programs(target, adapt, num_warmup, schedule, nuts_kwargs)
-    params = target.params
+    flow = target.params.flow
+    params = target.params._replace(flow=target.transport.flow.param_shapes) \
+        if isinstance(flow, Future) else target.params  # lowering needs shapes only
     keys = jax.random.split(jax.random.key(0), num_chains)
     spread, one = (None, None) if layout is None else (layout.spread, layout.replicated)
 
