@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flows.flow import RUN_ONCE
-from vi.compiler import _POOL, compile_all, compile_async
+from vi.compiler import _POOL, call_async, compile_all, compile_async
 
 
 def test_a_compile_after_another_starts_only_when_that_one_is_done():
@@ -45,3 +45,22 @@ def test_a_program_compiled_to_run_once_computes_what_an_optimised_one_does():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # and it is not a no-op: another key, other draws
     assert not np.allclose(fast(jax.random.key(1))[0], optimised(jax.random.key(0))[0])
+
+
+def test_a_call_runs_on_the_pool_and_gives_what_the_main_thread_would():
+    # the flow's initial parameters of vi.sample: the same compiled program on a
+    # worker thread, the same bits
+    from flows import Flow
+
+    flow = Flow("(coupling(hidden=8)-reverse)*2-sas", 5)
+    threads = []
+
+    def init():
+        threads.append(threading.current_thread().name)
+        return flow.init(jax.random.key(3), 0.0)
+
+    pooled = call_async(init).result(timeout=60)
+    assert threads[0].startswith("nfvi-compile")
+    here = flow.init(jax.random.key(3), 0.0)
+    for a, b in zip(jax.tree.leaves(pooled), jax.tree.leaves(here), strict=True):
+        np.testing.assert_array_equal(a, b)
