@@ -48,19 +48,23 @@ def test_a_program_compiled_to_run_once_computes_what_an_optimised_one_does():
 
 
 def test_a_call_runs_on_the_pool_and_gives_what_the_main_thread_would():
-    # the flow's initial parameters of vi.sample: the same compiled program on a
-    # worker thread, the same bits
+    # the flow's initial parameters of vi.sample: lowered here, compiled and run on a
+    # worker thread, the bits of flow.init on the main thread
+    from functools import partial
+
     from flows import Flow
 
     flow = Flow("(coupling(hidden=8)-reverse)*2-sas", 5)
+    key = jax.random.key(3)
+    lowered = jax.jit(partial(flow.init, jitter=0.0)).lower(key)
     threads = []
 
     def init():
         threads.append(threading.current_thread().name)
-        return flow.init(jax.random.key(3), 0.0)
+        return lowered.compile(RUN_ONCE)(key)
 
     pooled = call_async(init).result(timeout=60)
     assert threads[0].startswith("nfvi-compile")
-    here = flow.init(jax.random.key(3), 0.0)
+    here = flow.init(key, 0.0)
     for a, b in zip(jax.tree.leaves(pooled), jax.tree.leaves(here), strict=True):
         np.testing.assert_array_equal(a, b)

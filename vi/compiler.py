@@ -34,8 +34,10 @@ def compile_async(lowered: jax.stages.Lowered, after: Future | None = None,
 
 
 def call_async(fn: Callable[[], Any]) -> Future:
-    """Run ``fn()`` on the compile pool: for a first call of a jitted function, which is
-    mostly compiling, while the main thread goes on tracing."""
+    """Run ``fn()`` on the compile pool: for compiling and running a program lowered on
+    the calling thread, while that thread goes on tracing. Lower there, not in ``fn``:
+    JAX's thread-local settings (``jax.enable_x64``, ``jax.default_device``) do not
+    reach the pool's threads."""
     return _POOL.submit(fn)
 
 

@@ -428,10 +428,13 @@ def _target(model: Model | Approximation, adapt: str, flow: Any) -> _Target:
     dim = int(guide.latent_dim)
     transport = Transport(guide.flow if adapt == "flow" else None, dim)
     # jitter 0: F starts as the identity (hh as an isometry), so T is the diagonal map;
-    # its parameters compile (0.5 s for the default flow at d=101) and run on the pool
-    # while the programs are traced
-    flow_params = (call_async(partial(guide.flow.init, jax.random.key(0), 0.0))
-                   if adapt == "flow" else None)
+    # its parameters are traced here (with the caller's JAX settings) and compile (0.5 s
+    # for the default flow at d=101) and run on the pool while the programs are traced
+    flow_params = None
+    if adapt == "flow":
+        key = jax.random.key(0)
+        lowered = jax.jit(partial(guide.flow.init, jitter=0.0)).lower(key)
+        flow_params = call_async(lambda: lowered.compile(RUN_ONCE)(key))
     return _Target(model, guide, transport, transport.identity(flow_params),
                    diagonal=True, n_grad_vi=0)
 
