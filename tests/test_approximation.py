@@ -114,3 +114,18 @@ def test_elbo_estimate_is_consistent_with_the_loss_history(banana_approx):
     # tenths of the precise ELBO (and the ELBO of a normalised target is <= 0).
     assert elbo <= 0.01
     assert abs(elbo - recent) < 0.3
+
+
+def test_importing_vi_leaves_arviz_for_the_calls_that_use_it():
+    # arviz (with xarray, scipy.stats and its plotting backends) takes 1.6 s to import;
+    # a fit needs none of it, only InferenceData results and the PSIS grade do
+    import subprocess
+    import sys
+
+    code = ("import sys, vi; print('arviz' in sys.modules); vi.Approximation; "
+            "from vi.diagnostics import Diagnosis; import numpy as np; "
+            "Diagnosis.from_log_weights(np.random.default_rng(0).normal(size=200)); "
+            "print('arviz' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.split() == ["False", "True"]

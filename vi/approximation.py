@@ -10,9 +10,8 @@ from collections.abc import Callable
 from functools import cached_property, partial
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +27,9 @@ from guides.autoflow import AutoFlow, flow_params_from
 from vi.diagnostics import MIN_SAMPLES, Diagnosis
 from vi.elbo import model_log_density
 from vi.model import Model, check_model
+
+if TYPE_CHECKING:
+    import arviz as az
 
 FORMAT = "nfvi-approximation"
 VERSION = 1
@@ -264,6 +266,8 @@ class Approximation:
         draws = self.sample(num_samples, key)
         if not isinstance(draws, dict):
             draws = {self.model.site if self.model is not None else "x": draws}
+        import arviz as az  # 1.6 s to import: only where it is used
+
         return az.from_dict(posterior={k: np.asarray(v)[None] for k, v in draws.items()})
 
     def save(self, path: str | Path) -> Path:

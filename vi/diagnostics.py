@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import arviz as az
 import jax
 import numpy as np
 from jax import Array
@@ -97,6 +96,8 @@ class Diagnosis:
         kept = log_weights[finite]
         num_samples, n_kept = len(log_weights), len(kept)
         if n_kept >= 2:
+            import arviz as az  # 1.6 s to import: only where it is used
+
             with np.errstate(over="ignore"):  # arviz's Pareto fit overflows harmlessly
                 smoothed, khat = az.psislw(kept)
             khat = float(khat)

@@ -42,9 +42,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +72,9 @@ from vi.fisher import (
 from vi.model import Model
 from vi.neutra import check_nuts_options, to_model_space
 from vi.program import FAST_COMPILE
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = ["DEFAULT_FLOW", "Schedule", "sample"]
 
@@ -785,4 +787,6 @@ def _inference_data(target: _Target, runner: _Runner, log: _Log, adapt: str,
     if warm is not None:
         groups["warmup_posterior"] = to_model_space(target.model, target.guide, warm.x)
         groups["warmup_sample_stats"] = _stats(warm)
+    import arviz as az  # 1.6 s to import: only where it is used
+
     return az.from_dict(**groups, save_warmup=warm is not None, attrs=attrs)

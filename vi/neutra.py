@@ -26,9 +26,8 @@ import inspect
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +43,9 @@ from vi.devices import chain_layout, resolve_devices
 from vi.elbo import flat_potential
 from vi.global_moves import independence_mh, no_move
 from vi.refit import refit_flow
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = ["neutra", "pulled_back_potential", "to_model_space"]
 
@@ -253,6 +255,8 @@ def neutra(
         groups["warmup_posterior"] = to_model_space(approx.model, guide,
                                                     jnp.concatenate(warm_x, axis=1))
         groups["warmup_sample_stats"] = _sample_stats(warm)
+    import arviz as az  # 1.6 s to import: only where it is used
+
     return az.from_dict(**groups, save_warmup=warm is not None, attrs=attrs)
 
 
