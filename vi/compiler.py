@@ -42,7 +42,7 @@ def call_async(fn: Callable[[], Any]) -> Future:
 
 
 def compile_all(lowered: dict[str, Callable[[], jax.stages.Lowered]],
-                options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                options: dict[str, dict[str, Any] | None] | None = None) -> dict[str, Any]:
     """Lower each program in turn on this thread, compiling each on the pool as soon as
     it is lowered, so tracing overlaps compiling; returns the compiled programs by name
     once every one is ready (a compile error is raised here). ``options`` gives some

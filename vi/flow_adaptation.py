@@ -71,7 +71,7 @@ from vi.fisher import (
 )
 from vi.model import Model
 from vi.neutra import check_nuts_options, to_model_space
-from vi.program import FAST_COMPILE
+from vi.program import fast_compile
 
 if TYPE_CHECKING:
     import arviz as az
@@ -516,8 +516,7 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
     # funnel: compiled in 1.3 s against 2.2 s, as fast), the re-fit keeps XLA's
     # defaults (at LLVM level 1 it compiled 0.3 s sooner and trained 3% slower)
     options = {name: RUN_ONCE for name in ("init", "move", "settle", "scores", "push")}
-    if jax.default_backend() == "cpu":
-        options["chunk"] = FAST_COMPILE
+    options["chunk"] = fast_compile()
     compiled = compile_all({name: lowered[name] for name in order if name in lowered},
                            options)
     programs = programs._replace(**compiled)

@@ -60,6 +60,12 @@ the defaults) and 0.8 -> 0.4 s (1.0x); a 10-site regression 2.0 -> 1.2 s (1.1x) 
 1.0 -> 0.5 s (1.0x); a 5000-row logistic regression 1.8 -> 1.1 s (1.25x) and
 0.9 -> 0.45 s (1.2x)."""
 
+def fast_compile() -> dict[str, Any] | None:
+    """:data:`FAST_COMPILE` on CPU (its options are the CPU backend's), else ``None``:
+    XLA's defaults."""
+    return FAST_COMPILE if jax.default_backend() == "cpu" else None
+
+
 LIGHT_TIER = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 """XLA options of the light tier (:func:`light_steps`): LLVM's optimisation skipped.
 The unrolled chunk compiles in about 0.6 of :data:`FAST_COMPILE`'s time and runs at
@@ -113,7 +119,7 @@ class Runner:
                  length: int, repeats: bool):
         self.length, self.data, self.ran = length, data, 0
         limit = jnp.asarray(0, jnp.int32)
-        fast = FAST_COMPILE if jax.default_backend() == "cpu" else None
+        fast = fast_compile()
         with scan_unroll(UNROLL):
             unrolled = make().lower(state, limit, data)
         self._first: Future | None = None
