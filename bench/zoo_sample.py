@@ -144,14 +144,17 @@ def measure(name: str, adapt: str, args: argparse.Namespace) -> dict:
 
 
 def shaped(name: str) -> str:
+    """The table's mark of a funnel-shaped model."""
     return " (funnel-shaped)" if name in FUNNEL_SHAPED else ""
 
 
 def ratio(a: float, b: float) -> float:
+    """a / b, infinite where plain NUTS got no effective draw."""
     return a / b if b else math.inf
 
 
 def standard_error(values: np.ndarray) -> float:
+    """The standard error of the mean of ``values`` (NaN for one value)."""
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
