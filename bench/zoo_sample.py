@@ -53,13 +53,14 @@ FUNNEL_SHAPED = ("eight_schools_centered", "funnel", "horseshoe_logistic",
 """Models whose posterior has a scale parameter setting the width of others."""
 
 
-def run(name: str, adapt: str, args: argparse.Namespace) -> dict:
+def run(name: str, adapt: str, args: argparse.Namespace, seed: int) -> dict:
+    """One ``vi.sample`` call on zoo model ``name``: its row of figures."""
     fn, data, kwargs = MODELS[name].bind()
     ref = load_reference(name)
     start = time.perf_counter()
     idata = sample(Model(fn, *data, **kwargs), num_warmup=args.warmup,
                    num_samples=args.samples, num_chains=args.chains, adapt=adapt,
-                   seed=args.seed)
+                   seed=seed)
     seconds = time.perf_counter() - start
     posterior = idata.posterior[ref["sites"]]
     ess = float(az.ess(posterior, method="bulk").to_array().min())
@@ -70,7 +71,22 @@ def run(name: str, adapt: str, args: argparse.Namespace) -> dict:
             "per_1000": 1000 * ess / n_grad, "divergences": int(idata.attrs["divergences"]),
             "seconds": seconds, "error": error(draws, ref),
             "chains": args.chains, "warmup": args.warmup, "samples": args.samples,
-            "seed": args.seed}
+            "seed": seed}
+
+
+def measure(name: str, adapt: str, args: argparse.Namespace, seed: int) -> dict:
+    """:func:`run`'s row, appended to ``--results``; a failure's row says so."""
+    try:
+        row = run(name, adapt, args, seed)
+    except Exception as exc:  # say why, go on with the next model
+        print(f"{name} {adapt} failed: {exc!s:.200}", flush=True)
+        return {"model": name, "adapt": adapt, "per_1000": math.nan, "divergences": -1,
+                "error": math.inf, "seconds": math.nan}
+    if args.results is not None:
+        with args.results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def main() -> None:
@@ -86,32 +102,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.funnel_shaped:
         args.models = list(FUNNEL_SHAPED)
-    same = ("chains", "warmup", "samples")
     done = {}
     if args.results is not None and args.results.exists():
         for line in args.results.read_text().splitlines():
             row = json.loads(line)
-            if all(row[k] == getattr(args, k) for k in same):
+            if all(row[k] == getattr(args, k) for k in ("chains", "warmup", "samples")):
                 done[row["model"], row["adapt"], row["seed"]] = row
     rates: dict[tuple[str, str], list[float]] = {}
     for seed in args.seeds:
-        args.seed = seed
-        lines = ["| model | d | flow: min ESS / 1000 grads | diag: min ESS / 1000 grads "
-                 "| ratio | flow: divergences | diag: divergences | flow: error "
-                 "| diag: error | flow: s | diag: s |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines = [TABLE_HEADER]
         for name in args.models:
-            rows = {adapt: done.get((name, adapt, seed)) or measure(name, adapt, args)
+            rows = {adapt: done.get((name, adapt, seed)) or measure(name, adapt, args, seed)
                     for adapt in ("flow", "diag")}
-            flow, diag = rows["flow"], rows["diag"]
             for adapt, row in rows.items():
                 rates.setdefault((name, adapt), []).append(row["per_1000"])
-            lines.append(f"| {name}{shaped(name)} | {MODELS[name].dim} "
-                         f"| {flow['per_1000']:.2f} | {diag['per_1000']:.2f} "
-                         f"| {ratio(flow['per_1000'], diag['per_1000']):.2f} "
-                         f"| {flow['divergences']} | {diag['divergences']} "
-                         f"| {flow['error']:.2f} | {diag['error']:.2f} "
-                         f"| {flow['seconds']:.0f} | {diag['seconds']:.0f} |")
+            lines.append(table_row(name, rows["flow"], rows["diag"]))
         print(f"\n{args.chains} chains x ({args.warmup} warm-up + {args.samples} draws), "
               f"seed {seed}\n")
         print("\n".join(lines), flush=True)
@@ -128,19 +133,17 @@ def main() -> None:
                   f"| {min(map(ratio, flow, diag)):.2f} |")
 
 
-def measure(name: str, adapt: str, args: argparse.Namespace) -> dict:
-    """:func:`run`'s row, appended to ``--results``; a failure's row says so."""
-    try:
-        row = run(name, adapt, args)
-    except Exception as exc:  # say why, go on with the next model
-        print(f"{name} {adapt} failed: {exc!s:.200}", flush=True)
-        return {"model": name, "adapt": adapt, "per_1000": math.nan, "divergences": -1,
-                "error": math.inf, "seconds": math.nan}
-    if args.results is not None:
-        with args.results.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
-    return row
+TABLE_HEADER = ("| model | d | flow: min ESS / 1000 grads | diag: min ESS / 1000 grads "
+                "| ratio | flow: divergences | diag: divergences | flow: error | diag: error "
+                "| flow: s | diag: s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def table_row(name: str, flow: dict, diag: dict) -> str:
+    """One model's line of a seed's table."""
+    return (f"| {name}{shaped(name)} | {MODELS[name].dim} | {flow['per_1000']:.2f} "
+            f"| {diag['per_1000']:.2f} | {ratio(flow['per_1000'], diag['per_1000']):.2f} "
+            f"| {flow['divergences']} | {diag['divergences']} | {flow['error']:.2f} "
+            f"| {diag['error']:.2f} | {flow['seconds']:.0f} | {diag['seconds']:.0f} |")
 
 
 def shaped(name: str) -> str:
