@@ -69,7 +69,8 @@ def run(name: str, adapt: str, args: argparse.Namespace, seed: int) -> dict:
     n_grad = int(idata.attrs["n_grad"])
     return {"model": name, "adapt": adapt, "ess": ess, "n_grad": n_grad,
             "per_1000": 1000 * ess / n_grad, "divergences": int(idata.attrs["divergences"]),
-            "seconds": seconds, "error": error(draws, ref),
+            "seconds": seconds, "training": float(idata.attrs["training_time"]),
+            "refit_steps": int(idata.attrs.get("n_refit_steps", 0)), "error": error(draws, ref),
             "chains": args.chains, "warmup": args.warmup, "samples": args.samples,
             "seed": seed}
 

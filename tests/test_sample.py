@@ -188,8 +188,8 @@ def test_refit_is_adam_with_a_cosine_rate_from_the_first_step():
             p = optax.apply_updates(p, updates)
         return p
 
-    best, before, after = jax.jit(make_refit(transport, steps, batch, rate, eval_every=steps,
-                                             decay=0.1))(params, data, key)
+    best, before, after, _ = jax.jit(make_refit(transport, steps, batch, rate,
+                                                eval_every=steps, decay=0.1))(params, data, key)
     assert float(after) < float(before)
     assert np.isclose(float(after), float(loss_grad(best, x, g)[0]), rtol=1e-5)
     decayed, constant = reference(0.1), reference(1.0)
@@ -199,6 +199,43 @@ def test_refit_is_adam_with_a_cosine_rate_from_the_first_step():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
         gap = max(gap, float(jnp.max(jnp.abs(b - c), initial=0.0)))
     assert gap > 1e-3  # the schedule matters at this tolerance
+
+
+def test_refit_stops_after_patience_evaluations_without_a_new_best_of_its_own():
+    """Held-out draws of another Gaussian (mean shifted by 3) than the training draws:
+    fitting the one soon stops helping the other. With a patience the re-fit must run
+    exactly the evaluations of the full run up to the first ``patience`` in a row that
+    do not beat the lowest of its own so far (the loss before the re-fit not counted),
+    and return the best among those and the start."""
+    transport, params = random_transport(2)
+    x, g = gaussian_draws(40, seed=6)
+    held_x, held_g = gaussian_draws(20, seed=7)
+    data = RefitData(x, g, jnp.asarray(40), held_x + 3.0, held_g)
+    key, patience = jax.random.key(4), 3
+
+    def run(patience: int | None) -> tuple:
+        return jax.jit(make_refit(transport, 120, 8, 5e-2, eval_every=4,
+                                  patience=patience))(params, data, key)
+
+    full_best, before, full_loss, full = run(None)
+    best, before_p, loss, held_out = run(patience)
+    full, held_out = np.asarray(full), np.asarray(held_out)
+    assert not np.isnan(full).any()
+    own, stale, stop = np.inf, 0, len(full)
+    for i, value in enumerate(full):
+        own, stale = (value, 0) if value < own else (own, stale + 1)
+        if stale == patience:
+            stop = i + 1
+            break
+    assert stop < len(full)  # it did stop early here
+    np.testing.assert_array_equal(held_out[:stop], full[:stop])
+    assert np.isnan(held_out[stop:]).all()
+    assert float(before_p) == float(before)
+    expected = min(float(before), float(full[:stop].min()))
+    assert float(loss) == expected
+    if expected == float(full_loss):  # the best came before the stop: the same parameters
+        for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(full_best), strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 # --- vi.sample -----------------------------------------------------------------------

@@ -173,26 +173,35 @@ class RefitData(NamedTuple):
     g_val: Array
 
 
-RefitFn = Callable[[TransportParams, RefitData, Array], tuple[TransportParams, Array, Array]]
+RefitFn = Callable[[TransportParams, RefitData, Array],
+                   tuple[TransportParams, Array, Array, Array]]
 
 
 def make_refit(transport: Transport, steps: int, batch: int, learning_rate: float,
-               eval_every: int, decay: float = 1.0) -> RefitFn:
-    """``refit(params, data, key) -> (best, loss_before, loss_best)``: Adam on the Fisher
-    loss from ``params``, ``steps`` steps of ``batch`` draws drawn uniformly from the
-    training draws, the held-out loss evaluated every ``eval_every`` steps. The rate
-    follows a cosine from ``learning_rate`` at the first step to ``decay *
-    learning_rate`` at the last (``optax.cosine_decay_schedule``; ``decay=1``: constant).
+               eval_every: int, decay: float = 1.0, patience: int | None = None) -> RefitFn:
+    """``refit(params, data, key) -> (best, loss_before, loss_best, held_out)``: Adam on
+    the Fisher loss from ``params``, up to ``steps`` steps of ``batch`` draws drawn
+    uniformly from the training draws, the held-out loss evaluated every ``eval_every``
+    steps (``held_out``: one value per block of ``eval_every`` steps, NaN for the blocks
+    not run). The rate follows a cosine from ``learning_rate`` at the first step to
+    ``decay * learning_rate`` at the last (``optax.cosine_decay_schedule``; ``decay=1``:
+    constant).
 
     The result is the parameters with the lowest held-out loss among the current ones
     and those evaluated, so a re-fit never makes the transport worse on the draws it
     did not see; steps whose loss or gradient is not finite are skipped
-    (``optax.apply_if_finite``). Jit it: the shapes of ``data`` are fixed, so one
-    compiled program serves every re-fit.
+    (``optax.apply_if_finite``). With a ``patience``, training stops once that many
+    evaluations in a row have not lowered the lowest held-out loss of this re-fit's
+    own evaluations (the loss before it does not count: a fresh Adam often first
+    climbs above it); stopping changes nothing of the result where it comes after the
+    best evaluation, which is kept either way. Jit it: the shapes of ``data`` are
+    fixed, so one compiled program serves every re-fit.
     """
     rate = (learning_rate if decay == 1
             else optax.cosine_decay_schedule(learning_rate, steps, alpha=decay))
     optimizer = optax.apply_if_finite(optax.adam(rate), max_consecutive_errors=20)
+    blocks = steps // eval_every
+    patience = blocks if patience is None else patience
 
     def held_out(params: TransportParams, data: RefitData) -> Array:
         loss = fisher_loss(transport, params, data.x_val, data.g_val)
@@ -208,20 +217,29 @@ def make_refit(transport: Transport, steps: int, batch: int, learning_rate: floa
         return (optax.apply_updates(params, updates), state), None
 
     def refit(params: TransportParams, data: RefitData, key: Array
-              ) -> tuple[TransportParams, Array, Array]:
-        def block(carry: Any, keys: Array) -> tuple[Any, None]:
-            current, state, best, best_loss = carry
+              ) -> tuple[TransportParams, Array, Array, Array]:
+        keys = jax.random.split(key, steps).reshape(blocks, eval_every)
+
+        def going(carry: tuple[Any, ...]) -> Array:
+            i, stale = carry[0], carry[-2]
+            return (i < blocks) & (stale < patience)
+
+        def block(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+            i, current, state, best, best_loss, own_best, stale, losses = carry
             (current, state), _ = lax.scan(lambda c, k: adam_step(c, k, data),
-                                           (current, state), keys)
+                                           (current, state), keys[i])
             loss = held_out(current, data)
             better = loss < best_loss
             best = jax.tree.map(lambda a, b: jnp.where(better, a, b), current, best)
-            return (current, state, best, jnp.minimum(loss, best_loss)), None
+            stale = jnp.where(loss < own_best, 0, stale + 1)
+            return (i + 1, current, state, best, jnp.minimum(loss, best_loss),
+                    jnp.minimum(loss, own_best), stale, losses.at[i].set(loss))
 
         before = held_out(params, data)
-        keys = jax.random.split(key, steps).reshape(steps // eval_every, eval_every)
-        init = (params, optimizer.init(params), params, before)
-        (_, _, best, best_loss), _ = lax.scan(block, init, keys)
-        return best, before, best_loss
+        init = (jnp.asarray(0), params, optimizer.init(params), params, before,
+                jnp.asarray(jnp.inf, before.dtype), jnp.asarray(0),
+                jnp.full(blocks, jnp.nan, before.dtype))
+        *_, best, best_loss, _, _, losses = lax.while_loop(going, block, init)
+        return best, before, best_loss, losses
 
     return refit
