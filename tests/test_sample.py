@@ -293,6 +293,8 @@ def test_inference_data_counts_every_gradient(gaussian_run):
     assert a["divergences"] == int(stats["diverging"].sum()) == 0
     # SHORT: diagonal refits at 10..50 draws, flow re-fits at 114, 178, 242
     assert a["n_refits"] == 3
+    # two evaluations a re-fit, fewer than the patience: every step runs
+    assert a["n_refit_steps"] == 3 * SHORT.steps
     assert 5 <= a["n_transport_updates"] <= 8
     assert np.isfinite(a["fisher_loss"])
     for phase in ("compile_time", "training_time", "warmup_time", "sampling_time"):
