@@ -221,7 +221,7 @@ def make_refit(transport: Transport, steps: int, batch: int, learning_rate: floa
         keys = jax.random.split(key, steps).reshape(blocks, eval_every)
 
         def going(carry: tuple[Any, ...]) -> Array:
-            i, stale = carry[0], carry[-2]
+            i, *_, stale, _ = carry
             return (i < blocks) & (stale < patience)
 
         def block(carry: tuple[Any, ...]) -> tuple[Any, ...]:

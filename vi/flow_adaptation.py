@@ -169,7 +169,7 @@ class Schedule:
     -> 32.5 and 83.4 -> 88.1 min ESS per 1000 gradients, within their seeds' spread).
     Counted from the loss before the re-fit instead, as an earlier build tried, a
     patience of 3-5 stopped re-fits during the climb a fresh Adam often makes first,
-    and lost half the ESS at two funnel seeds.
+    and lost half the ESS or more at two funnel seeds.
     """
 
     early_every: int = 10
