@@ -70,7 +70,7 @@ def run(name: str, adapt: str, args: argparse.Namespace, seed: int) -> dict:
     return {"model": name, "adapt": adapt, "ess": ess, "n_grad": n_grad,
             "per_1000": 1000 * ess / n_grad, "divergences": int(idata.attrs["divergences"]),
             "seconds": seconds, "training": float(idata.attrs["training_time"]),
-            "refit_steps": int(idata.attrs.get("n_refit_steps", 0)), "error": error(draws, ref),
+            "refit_steps": int(idata.attrs["n_refit_steps"]), "error": error(draws, ref),
             "chains": args.chains, "warmup": args.warmup, "samples": args.samples,
             "seed": seed}
 

@@ -60,6 +60,7 @@ the defaults) and 0.8 -> 0.4 s (1.0x); a 10-site regression 2.0 -> 1.2 s (1.1x) 
 1.0 -> 0.5 s (1.0x); a 5000-row logistic regression 1.8 -> 1.1 s (1.25x) and
 0.9 -> 0.45 s (1.2x)."""
 
+
 def fast_compile() -> dict[str, Any] | None:
     """:data:`FAST_COMPILE` on CPU (its options are the CPU backend's), else ``None``:
     XLA's defaults."""
