@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 from jax import Array
 
 from flows.options import JITTER, Option
@@ -60,6 +61,19 @@ class Bijection:
     def inverse(self, params: Params, x: Array) -> tuple[Array, Array]:
         """z = f^{-1}(x) and log|det df^{-1}/dx| = -log|det df/dz| at that z."""
         raise NotImplementedError(f"flow step {self.name!r} has no inverse")
+
+    def pull_back(self, params: Params, x: Array, c: Array) -> tuple[Array, Array]:
+        r"""(z, s): z = f^{-1}(x) and s = J_f(z)^T c + \nabla_z log|det J_f(z)| for one
+        vector x of shape (dim,) and a cotangent c at it (one step of
+        :meth:`flows.Flow.pull_back`).
+
+        Here the inverse, then the VJP of :meth:`forward` at z with the cotangent
+        (c, 1); a step whose inverse and forward share work overrides it.
+        """
+        z = self.inverse(params, x)[0]
+        _, vjp = jax.vjp(lambda u: self.forward(params, u), z)
+        (s,) = vjp((c, jnp.ones((), c.dtype)))
+        return z, s
 
     @staticmethod
     def noise(key: Array, jitter: float, shape: tuple[int, ...]) -> Array:

@@ -140,11 +140,7 @@ def _pull_back(nodes: tuple[_Node, ...], params: Params, x: Array, g: Array, unr
         def one(p: Params, v: Array, c: Array, node: _Node = node) -> tuple[Array, Array]:
             if node.bijection is None:
                 return _pull_back(node.children, p, v, c, unroll)
-            step = node.bijection
-            z = step.inverse(p, v)[0]
-            _, vjp = jax.vjp(lambda u: step.forward(p, u), z)
-            (cot,) = vjp((c, jnp.ones((), c.dtype)))
-            return z, cot
+            return node.bijection.pull_back(p, v, c)
 
         stacked = params[node.key]
         if node.count == 1:
