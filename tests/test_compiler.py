@@ -31,6 +31,17 @@ def test_compile_all_returns_each_program_under_its_name():
     assert float(compiled["total"](x)) == 6.0
 
 
+def test_compile_all_waits_for_the_programs_started_before_it():
+    # a program already compiling (vi.sample's re-fit) comes back with the others
+    x = jnp.arange(4.0)
+    early = compile_async(jax.jit(lambda v: v + 1).lower(x))
+    compiled = compile_all({"square": lambda: jax.jit(lambda v: v**2).lower(x)},
+                           started={"early": early})
+    assert sorted(compiled) == ["early", "square"]
+    np.testing.assert_array_equal(compiled["early"](x), x + 1)
+    np.testing.assert_array_equal(compiled["square"](x), x**2)
+
+
 def test_a_program_compiled_to_run_once_computes_what_an_optimised_one_does():
     # RUN_ONCE skips LLVM's optimisations (compile time); what it computes may differ
     # by rounding only: normal draws and a reduction, float32

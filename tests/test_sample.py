@@ -26,7 +26,14 @@ from vi.fisher import (
     pull_back,
     score_from_latent,
 )
-from vi.flow_adaptation import STEP_SIZE_GAMMA, Schedule
+from vi.flow_adaptation import (
+    INIT_RADIUS,
+    STEP_SIZE_GAMMA,
+    Schedule,
+    _initial_points,
+    _keys,
+    _target,
+)
 
 MEAN = np.array([1.0, -2.0, 0.5])
 CHOL = np.array([[1.0, 0.0, 0.0], [1.8, 0.6, 0.0], [-0.5, 0.4, 0.3]])  # correlations ~0.95
@@ -331,6 +338,21 @@ def test_re_fitting_compiles_the_sampler_once(gaussian_run):
     _, compiled = gaussian_run
     for program in ("chunk", "refit", "move", "scores"):
         assert compiled.count(program) == 1, (program, compiled)
+
+
+def test_keys_and_starting_points_are_those_of_the_op_by_op_draws():
+    # compiled as one program each (set-up time), they are the same bits as the splits
+    # and the uniform draw made one operation at a time
+    key_init, keys, key_refit = _keys(5, 3)
+    want = jax.random.split(jax.random.key(5), 3)
+    for got, expected in ((key_init, want[0]), (keys, jax.random.split(want[1], 3)),
+                          (key_refit, want[2])):
+        np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(expected))
+    model = Model(gaussian_model)
+    target = _target(model, "flow", "affine-loc")
+    y0 = _initial_points(target, model, key_init, 3)
+    noise = jax.random.uniform(key_init, (3, 3), minval=-INIT_RADIUS, maxval=INIT_RADIUS)
+    np.testing.assert_array_equal(y0, target.guide._init_latent + noise)
 
 
 def test_diag_is_numpyro_nuts_in_the_same_format():

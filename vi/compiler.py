@@ -42,12 +42,15 @@ def call_async(fn: Callable[[], Any]) -> Future:
 
 
 def compile_all(lowered: dict[str, Callable[[], jax.stages.Lowered]],
-                options: dict[str, dict[str, Any] | None] | None = None) -> dict[str, Any]:
+                options: dict[str, dict[str, Any] | None] | None = None,
+                started: dict[str, Future] | None = None) -> dict[str, Any]:
     """Lower each program in turn on this thread, compiling each on the pool as soon as
     it is lowered, so tracing overlaps compiling; returns the compiled programs by name
-    once every one is ready (a compile error is raised here). ``options`` gives some
-    programs, by name, their XLA compiler options."""
+    once every one is ready (a compile error is raised here), with those of
+    ``started`` (futures of :func:`compile_async`, compiling already). ``options``
+    gives some programs, by name, their XLA compiler options."""
     options = options or {}
-    futures = {name: compile_async(lower(), options=options.get(name))
-               for name, lower in lowered.items()}
+    futures = dict(started or {})
+    futures.update({name: compile_async(lower(), options=options.get(name))
+                    for name, lower in lowered.items()})
     return {name: future.result() for name, future in futures.items()}

@@ -57,7 +57,7 @@ from flows.flow import RUN_ONCE
 from flows.options import check_int, check_number
 from guides import AutoFlow
 from vi.approximation import Approximation
-from vi.compiler import call_async, compile_all
+from vi.compiler import call_async, compile_all, compile_async
 from vi.devices import Layout, chain_layout
 from vi.elbo import flat_potential
 from vi.fisher import (
@@ -262,7 +262,7 @@ class _Programs(NamedTuple):
     """The compiled pieces: ``init(keys, y0, params)``, ``chunk(states, params, n,
     phase)``, ``scores(params, y, grad_y)`` and ``push(params, y)`` (x and g, or x
     alone, for a chunk's records), ``move(states, old, new, phase)``, ``settle(states)``,
-    ``refit``."""
+    ``refit`` (None where there is none: ``adapt="diag"`` or no warm-up)."""
 
     init: Callable[..., HMCState]
     chunk: Callable[..., tuple[HMCState, _Record]]
@@ -270,7 +270,7 @@ class _Programs(NamedTuple):
     push: Callable[..., Array]
     move: Callable[..., HMCState]
     settle: Callable[..., HMCState]
-    refit: Callable[..., Any]
+    refit: Callable[..., Any] | None
 
 
 class _Log:
@@ -368,14 +368,16 @@ def sample(
     schedule = _check_arguments(model, num_warmup, num_samples, num_chains, adapt, flow,
                                 seed, schedule, nuts_kwargs)
     layout = chain_layout(devices, num_chains)  # bad devices fail before any work
-    key_init, key_chains, key_refit = jax.random.split(jax.random.key(seed), 3)
+    key_init, keys, key_refit = _keys(seed, num_chains)
     target = _target(model, adapt, flow)
-    y0 = _initial_points(target, model, key_init, num_chains)
     log = _Log()
+    # the re-fit, the largest program, starts compiling first, while the rest is set up
+    refit = _start_refit(target, num_warmup, num_chains, schedule, log, layout) \
+        if adapt == "flow" and num_warmup else {}
+    y0 = _initial_points(target, model, key_init, num_chains)
     programs = _compile(target, adapt, num_warmup, num_chains, schedule, nuts_kwargs, y0, log,
-                        layout)
+                        layout, refit)
     target = _started(target)
-    keys = jax.random.split(key_chains, num_chains)
     if layout is not None:
         keys, y0 = layout.place((keys, y0), (layout.spread, layout.spread))
     states = programs.init(keys, y0, target.params)
@@ -391,6 +393,16 @@ def sample(
     states = runner.draw(states, params)
     return _inference_data(target, runner, log, adapt, num_chains,
                            time.perf_counter() - start)
+
+
+def _keys(seed: int, num_chains: int) -> tuple[Array, Array, Array]:
+    """The keys of the initial points, of the chains (one each) and of the re-fits, from
+    one program (split op by op, each would compile on its own)."""
+    def split(key: Array) -> tuple[Array, Array, Array]:
+        key_init, key_chains, key_refit = jax.random.split(key, 3)
+        return key_init, jax.random.split(key_chains, num_chains), key_refit
+    key = jax.random.key(seed)
+    return jax.jit(split).lower(key).compile(RUN_ONCE)(key)
 
 
 def _check_arguments(model: object, num_warmup: int, num_samples: int, num_chains: int,
@@ -480,8 +492,12 @@ def _initial_points(target: _Target, model: Model | Approximation, key: Array,
         if target.transport.flow is not None:
             return z
         return target.guide.get_transform(model.params)(z)
-    noise = jax.random.uniform(key, (num_chains, dim), minval=-INIT_RADIUS, maxval=INIT_RADIUS)
-    return target.guide._init_latent + noise
+    centre = jnp.asarray(target.guide._init_latent)
+
+    def start(key: Array, centre: Array) -> Array:  # one program, not one per operation
+        return centre + jax.random.uniform(key, (num_chains, dim), centre.dtype,
+                                           minval=-INIT_RADIUS, maxval=INIT_RADIUS)
+    return jax.jit(start).lower(key, centre).compile(RUN_ONCE)(key, centre)
 
 
 def _check_start(states: HMCState) -> None:
@@ -492,25 +508,58 @@ def _check_start(states: HMCState) -> None:
                          "initial points; check the model or its initial point")
 
 
+def _jit(fn: Callable[..., Any], layout: Layout | None, ins: tuple[Any, ...], out: Any
+         ) -> Any:
+    """``jax.jit(fn)``; with a ``layout``, its inputs and outputs placed by the shardings
+    ``ins`` and ``out`` (the chains, the leading axis of states and records, across the
+    layout's devices)."""
+    if layout is None:
+        return jax.jit(fn)
+    return jax.jit(fn, in_shardings=ins, out_shardings=out)
+
+
+def _param_shapes(target: _Target) -> TransportParams:
+    """The transport's parameters, or their shapes while the flow's are still computing
+    (lowering needs shapes only)."""
+    if isinstance(target.params.flow, Future):
+        return target.params._replace(flow=target.transport.flow.param_shapes)
+    return target.params
+
+
+def _start_refit(target: _Target, num_warmup: int, num_chains: int, schedule: Schedule,
+                 log: _Log, layout: Layout | None) -> dict[str, Future]:
+    """``{"refit": future}``: the re-fit (the largest program) lowered here and compiling
+    on the pool, before the initial points are drawn and the NUTS programs traced: it
+    needs the transport's shapes only. Lowering is timed as ``compile_time``."""
+    start = time.perf_counter()
+    refit = make_refit(target.transport, schedule.steps, schedule.batch,
+                       schedule.learning_rate, schedule.eval_every, schedule.decay,
+                       schedule.patience)
+    one = None if layout is None else layout.replicated
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    lowered = _jit(refit, layout, (one, one, one), one).lower(
+        _param_shapes(target), _refit_shapes(schedule, num_chains, target.guide.latent_dim),
+        key)
+    log.times["compile_time"] += time.perf_counter() - start
+    return {"refit": compile_async(lowered)}
+
+
 def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
              schedule: Schedule, nuts_kwargs: dict[str, Any], y0: Array, log: _Log,
-             layout: Layout | None = None) -> _Programs:
+             layout: Layout | None = None, started: dict[str, Future] | None = None
+             ) -> _Programs:
     """Build and compile (ahead of time, timed as ``compile_time``) every program;
     with a ``layout``, the chains lie across its devices (everything else is
-    replicated)."""
+    replicated). ``started``: programs already compiling (:func:`_start_refit`),
+    waited for with the others."""
     start = time.perf_counter()
     programs = _programs(target, adapt, num_warmup, schedule, nuts_kwargs)
-    flow = target.params.flow
-    params = target.params._replace(flow=target.transport.flow.param_shapes) \
-        if isinstance(flow, Future) else target.params  # lowering needs shapes only
-    keys = jax.random.split(jax.random.key(0), num_chains)
+    params = _param_shapes(target)
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), num_chains))
     spread, one = (None, None) if layout is None else (layout.spread, layout.replicated)
 
     def jit(fn: Callable[..., Any], ins: tuple[Any, ...], out: Any) -> Any:
-        # chains (the leading axis of states and records) across the layout's devices
-        if layout is None:
-            return jax.jit(fn)
-        return jax.jit(fn, in_shardings=ins, out_shardings=out)
+        return _jit(fn, layout, ins, out)
 
     states = jax.eval_shape(programs.init, keys, y0, params)
     records = jax.eval_shape(programs.chunk, states, params, jnp.array(0), jnp.array(FLOW))[1]
@@ -527,11 +576,8 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
         if num_warmup:
             lowered["scores"] = lambda: jit(programs.scores, (one, one, one), one).lower(
                 params, records.y, records.grad_y)
-            lowered["refit"] = lambda: jit(programs.refit, (one, one, one), one).lower(
-                params, _refit_shapes(schedule, num_chains, target.guide.latent_dim),
-                jax.random.key(0))
     # the biggest programs first, so that the two compile threads finish together
-    order = ("refit", "chunk", "init", "move", "scores", "push", "settle")
+    order = ("chunk", "init", "move", "scores", "push", "settle")
     # those that run once, or once a window, compile quicker without LLVM's
     # optimisations; the NUTS chunk runs long and gets lighter ones (on the 100-d
     # funnel: compiled in 1.3 s against 2.2 s, as fast), the re-fit keeps XLA's
@@ -539,7 +585,7 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
     options = {name: RUN_ONCE for name in ("init", "move", "settle", "scores", "push")}
     options["chunk"] = fast_compile()
     compiled = compile_all({name: lowered[name] for name in order if name in lowered},
-                           options)
+                           options, started)
     programs = programs._replace(**compiled)
     log.times["compile_time"] += time.perf_counter() - start
     return programs
@@ -628,9 +674,7 @@ def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,
     def push(params: TransportParams, y: Array) -> Array:
         return jax.vmap(jax.vmap(lambda v: transport.forward(params, v)[0]))(y)
 
-    refit = make_refit(transport, schedule.steps, schedule.batch, schedule.learning_rate,
-                       schedule.eval_every, schedule.decay, schedule.patience)
-    return _Programs(init, chunk, scores, push, move, settle, refit)
+    return _Programs(init, chunk, scores, push, move, settle, None)
 
 
 def _clip_step(step_size: Array) -> Array:
@@ -640,10 +684,11 @@ def _clip_step(step_size: Array) -> Array:
 
 def _refit_shapes(schedule: Schedule, num_chains: int, dim: int) -> RefitData:
     """The fixed shapes of a re-fit's data, so that one compiled program serves all."""
-    n_train = num_chains * (schedule.window - schedule.holdout)
-    n_val = num_chains * schedule.holdout
-    return RefitData(jnp.zeros((n_train, dim)), jnp.zeros((n_train, dim)), jnp.array(0),
-                     jnp.zeros((n_val, dim)), jnp.zeros((n_val, dim)))
+    real = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless x64 is on
+    train = jax.ShapeDtypeStruct((num_chains * (schedule.window - schedule.holdout), dim), real)
+    held_out = jax.ShapeDtypeStruct((num_chains * schedule.holdout, dim), real)
+    count = jax.ShapeDtypeStruct((), jax.dtypes.canonicalize_dtype(np.int64))
+    return RefitData(train, train, count, held_out, held_out)
 
 
 class _Runner:
