@@ -282,6 +282,7 @@ def nutpie_flow(args: argparse.Namespace) -> Row | None:
     except ImportError as err:
         print(f"nutpie row skipped: {err} (pip install 'nutpie[nnflow]' pymc to run it)")
         return None
+    x64 = jax.config.jax_enable_x64  # PyTensor's JAX linker turns float64 on, globally
     start = time.perf_counter()
     with pm.Model() as pymc_model:
         log_sigma = pm.Normal("log_sigma")
@@ -291,6 +292,7 @@ def nutpie_flow(args: argparse.Namespace) -> Row | None:
                           chains=args.chains, tune=args.warmup, draws=args.samples, seed=7,
                           cores=1, progress_bar=False)
     wall = time.perf_counter() - start
+    jax.config.update("jax_enable_x64", x64)  # the rows after this one run as before it
     posterior = {k: trace.posterior[k].values for k in ("log_sigma", "x")}
     return Row("nutpie (flow adaptation)", 0, int(trace.warmup_sample_stats.n_steps.sum()),
                int(trace.sample_stats.n_steps.sum()), min_bulk_ess(posterior),
