@@ -376,7 +376,7 @@ def sample(
     target = _target(model, adapt, flow)
     log = _Log()
     # the re-fit, the largest program, starts compiling first, while the rest is set up
-    refit = _start_refit(target, num_warmup, num_chains, schedule, log, layout) \
+    refit = _start_refit(target, num_chains, schedule, log, layout) \
         if adapt == "flow" and num_warmup else {}
     y0 = _initial_points(target, model, key_init, num_chains)
     programs = _compile(target, adapt, num_warmup, num_chains, schedule, nuts_kwargs, y0, log,
@@ -530,8 +530,8 @@ def _param_shapes(target: _Target) -> TransportParams:
     return target.params
 
 
-def _start_refit(target: _Target, num_warmup: int, num_chains: int, schedule: Schedule,
-                 log: _Log, layout: Layout | None) -> dict[str, Future]:
+def _start_refit(target: _Target, num_chains: int, schedule: Schedule, log: _Log,
+                 layout: Layout | None) -> dict[str, Future]:
     """``{"refit": future}``: the re-fit (the largest program) lowered here and compiling
     on the pool, before the initial points are drawn and the NUTS programs traced: it
     needs the transport's shapes only. Lowering is timed as ``compile_time``."""
