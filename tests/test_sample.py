@@ -31,9 +31,9 @@ from vi.flow_adaptation import (
     STEP_SIZE_GAMMA,
     Schedule,
     _initial_points,
-    _keys,
     _target,
 )
+from vi.keys import sample_keys
 
 MEAN = np.array([1.0, -2.0, 0.5])
 CHOL = np.array([[1.0, 0.0, 0.0], [1.8, 0.6, 0.0], [-0.5, 0.4, 0.3]])  # correlations ~0.95
@@ -343,7 +343,7 @@ def test_re_fitting_compiles_the_sampler_once(gaussian_run):
 def test_keys_and_starting_points_are_those_of_the_op_by_op_draws():
     # compiled as one program each (set-up time), they are the same bits as the splits
     # and the uniform draw made one operation at a time
-    key_init, keys, key_refit = _keys(5, 3)
+    key_init, keys, key_refit = sample_keys(jax.random.key(5), 3)
     want = jax.random.split(jax.random.key(5), 3)
     for got, expected in ((key_init, want[0]), (keys, jax.random.split(want[1], 3)),
                           (key_refit, want[2])):

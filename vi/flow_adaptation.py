@@ -69,6 +69,7 @@ from vi.fisher import (
     make_refit,
     score_from_latent,
 )
+from vi.keys import sample_keys
 from vi.model import Model
 from vi.neutra import check_nuts_options, to_model_space
 from vi.program import fast_compile
@@ -372,7 +373,7 @@ def sample(
     schedule = _check_arguments(model, num_warmup, num_samples, num_chains, adapt, flow,
                                 seed, schedule, nuts_kwargs)
     layout = chain_layout(devices, num_chains)  # bad devices fail before any work
-    key_init, keys, key_refit = _keys(seed, num_chains)
+    key_init, keys, key_refit = sample_keys(jax.random.key(seed), num_chains)
     target = _target(model, adapt, flow)
     log = _Log()
     # the re-fit, the largest program, starts compiling first, while the rest is set up
@@ -397,16 +398,6 @@ def sample(
     states = runner.draw(states, params)
     return _inference_data(target, runner, log, adapt, num_chains,
                            time.perf_counter() - start)
-
-
-def _keys(seed: int, num_chains: int) -> tuple[Array, Array, Array]:
-    """The keys of the initial points, of the chains (one each) and of the re-fits, from
-    one program (split op by op, each would compile on its own)."""
-    def split(key: Array) -> tuple[Array, Array, Array]:
-        key_init, key_chains, key_refit = jax.random.split(key, 3)
-        return key_init, jax.random.split(key_chains, num_chains), key_refit
-    key = jax.random.key(seed)
-    return jax.jit(split).lower(key).compile(RUN_ONCE)(key)
 
 
 def _check_arguments(model: object, num_warmup: int, num_samples: int, num_chains: int,
@@ -496,12 +487,15 @@ def _initial_points(target: _Target, model: Model | Approximation, key: Array,
         if target.transport.flow is not None:
             return z
         return target.guide.get_transform(model.params)(z)
-    centre = jnp.asarray(target.guide._init_latent)
+    return _uniform_start(key, jnp.asarray(target.guide._init_latent), num_chains)
 
-    def start(key: Array, centre: Array) -> Array:  # one program, not one per operation
-        return centre + jax.random.uniform(key, (num_chains, dim), centre.dtype,
-                                           minval=-INIT_RADIUS, maxval=INIT_RADIUS)
-    return jax.jit(start).lower(key, centre).compile(RUN_ONCE)(key, centre)
+
+@partial(jax.jit, static_argnums=2, compiler_options=RUN_ONCE)
+def _uniform_start(key: Array, centre: Array, num_chains: int) -> Array:
+    """``num_chains`` points uniform within ``INIT_RADIUS`` of ``centre`` per coordinate,
+    as one program (op by op, each operation would compile on its own)."""
+    return centre + jax.random.uniform(key, (num_chains, centre.shape[-1]), centre.dtype,
+                                       minval=-INIT_RADIUS, maxval=INIT_RADIUS)
 
 
 def _check_start(states: HMCState) -> None:

@@ -1,4 +1,5 @@
-"""The random keys of a ``fit`` call, derived from its seed in one compiled program.
+"""The random keys of a ``fit`` or ``vi.sample`` call, derived from its seed in one
+compiled program.
 
 Derived eagerly, the same keys cost three XLA compiles of threefry code (about 0.2 s
 on 2 CPU cores) on the way to every first chunk; as one program, one compile, once
@@ -6,7 +7,8 @@ per process and restart count. The keys are exactly the ones the eager splits gi
 from ``key(seed)``, ``init_key, run_key = split(key)``; the restarts' initialisation
 keys ``split(init_key, R)`` and run keys ``split(run_key, R)``; and the guide set-up's
 keys, attempt i taking the second half of the i-th split in the chain
-``k_0 = init_keys[0]``, ``k_{i+1}, s_i = split(k_i)``.
+``k_0 = init_keys[0]``, ``k_{i+1}, s_i = split(k_i)``. ``vi.sample``'s keys
+(:func:`sample_keys`) are likewise those of its eager splits.
 """
 
 from __future__ import annotations
@@ -45,3 +47,19 @@ def call_keys(key: Array, restarts: int, attempts: int) -> CallKeys:
         chain, sub = jax.random.split(chain)
         setup.append(sub)
     return CallKeys(init, jax.random.split(run_key, restarts), tuple(setup))
+
+
+class SampleKeys(NamedTuple):
+    """The keys of one ``vi.sample`` call."""
+
+    init: Array  # the chains' initial points
+    chains: Array  # (C,) one per chain
+    refit: Array  # the re-fits
+
+
+@functools.partial(jax.jit, static_argnums=1, compiler_options=KEY_OPTIONS)
+def sample_keys(key: Array, num_chains: int) -> SampleKeys:
+    """The :class:`SampleKeys` of a ``vi.sample`` call seeded with ``key``:
+    ``init, chains, refit = split(key, 3)``, the chains' key split ``num_chains`` ways."""
+    init, chains, refit = jax.random.split(key, 3)
+    return SampleKeys(init, jax.random.split(chains, num_chains), refit)
