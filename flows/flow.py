@@ -29,17 +29,13 @@ beyond it whatever the count."""
 
 _unroll = contextvars.ContextVar("flows_unroll", default=UNROLL)
 
-RUN_ONCE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+RUN_ONCE = {"xla_backend_optimization_level": 0}
 """XLA compiler options for a program that runs once, such as an initialisation: LLVM's
 optimisation of the machine code is skipped, which is most of the compile time of
 the threefry random-number code such programs are made of (the init of
-``(coupling(sigma=exp)-reverse)*4`` at d=101: 3.6 s -> 1.0 s on 2 CPU cores), and
-fusions come from XLA's older emitters, which halve what is left (``vi.sample``'s
-programs that run once a window on the 100-d funnel, CPU seconds of compiling: the
-chains' start 1.49 -> 0.73, the move to a new transport 1.65 -> 0.66, the scores 1.33
--> 0.64; threefry keys 0.14 -> 0.10 s). What it computes is unchanged up to rounding
-(normal draws differ from an optimised build's by at most one unit in the last place,
-from how the polynomials are fused); integer code, such as the keys, to the bit."""
+``(coupling(sigma=exp)-reverse)*4`` at d=101: 3.6 s -> 1.0 s on 2 CPU cores). What it
+computes is unchanged up to rounding (normal draws differ from an optimised build's
+by at most one unit in the last place, from how the polynomials are fused)."""
 
 
 def check_key(key: object, name: str = "key") -> None:
