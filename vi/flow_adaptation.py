@@ -122,10 +122,11 @@ REFIT_COMPILE = {"xla_backend_optimization_level": 1}
 """XLA options of the re-fit on CPU: LLVM's optimisation at level 1 (of 3). On the 100-d
 funnel's default flow (2 CPU cores, one process, compiled in turn and timed
 interleaved over 6 x 500 steps) it compiles in 5.8 CPU seconds against the defaults'
-8.9 and runs 1-2% slower a step (median 1.87 against 1.85 ms): in ``vi.sample``,
-where the compiles share the two cores with the tracing, 1.5 s sooner for about 0.3 s
-more training. XLA's older fusion emitters on top (:data:`vi.program.FAST_COMPILE`)
-save 0.4 CPU seconds more and run 5% slower."""
+8.9 and runs 1-2% slower a step (median 1.87 against 1.85 ms): where the compiles
+share the two cores with the tracing, about 1.5 s sooner for about 0.3 s more
+training, with the same draws to the bit (the funnel at seed 6, the horseshoe at seed
+0). XLA's older fusion emitters on top (:data:`vi.program.FAST_COMPILE`) save 0.4 CPU
+seconds more and run 5% slower."""
 
 MASS_OPTIONS = frozenset({"dense_mass", "adapt_mass_matrix", "regularize_mass_matrix"})
 """NUTS options of the mass matrix: ``adapt="diag"`` only (the flow is the preconditioner)."""
