@@ -72,7 +72,7 @@ from vi.fisher import (
 from vi.keys import sample_keys
 from vi.model import Model
 from vi.neutra import check_nuts_options, to_model_space
-from vi.program import fast_compile
+from vi.program import fast_compile, on_cpu
 
 if TYPE_CHECKING:
     import arviz as az
@@ -122,11 +122,12 @@ REFIT_COMPILE = {"xla_backend_optimization_level": 1}
 """XLA options of the re-fit on CPU: LLVM's optimisation at level 1 (of 3). On the 100-d
 funnel's default flow (2 CPU cores, one process, compiled in turn and timed
 interleaved over 6 x 500 steps) it compiles in 5.8 CPU seconds against the defaults'
-8.9 and runs 1-2% slower a step (median 1.87 against 1.85 ms): where the compiles
-share the two cores with the tracing, about 1.5 s sooner for about 0.3 s more
-training, with the same draws to the bit (the funnel at seed 6, the horseshoe at seed
-0). XLA's older fusion emitters on top (:data:`vi.program.FAST_COMPILE`) save 0.4 CPU
-seconds more and run 5% slower."""
+8.9 and runs 1-2% slower a step (median 1.87 against 1.85 ms): 3.1 CPU seconds less
+compiling, about 1.5 s of a call where the compiles share the two cores with the
+tracing (estimated from the CPU seconds), for about 0.3 s more training; the same
+draws to the bit (the funnel at seed 6, the horseshoe at seed 0). XLA's older fusion
+emitters on top (:data:`vi.program.FAST_COMPILE`) save 0.4 CPU seconds more and run
+5% slower."""
 
 MASS_OPTIONS = frozenset({"dense_mass", "adapt_mass_matrix", "regularize_mass_matrix"})
 """NUTS options of the mass matrix: ``adapt="diag"`` only (the flow is the preconditioner)."""
@@ -549,8 +550,7 @@ def _start_refit(target: _Target, num_chains: int, schedule: Schedule, log: _Log
         _param_shapes(target), _refit_shapes(schedule, num_chains, target.guide.latent_dim),
         key)
     log.times["compile_time"] += time.perf_counter() - start
-    options = REFIT_COMPILE if jax.default_backend() == "cpu" else None
-    return {"refit": compile_async(lowered, options=options)}
+    return {"refit": compile_async(lowered, options=on_cpu(REFIT_COMPILE))}
 
 
 def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,

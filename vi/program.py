@@ -61,10 +61,15 @@ the defaults) and 0.8 -> 0.4 s (1.0x); a 10-site regression 2.0 -> 1.2 s (1.1x) 
 0.9 -> 0.45 s (1.2x)."""
 
 
+def on_cpu(options: dict[str, Any]) -> dict[str, Any] | None:
+    """``options`` (XLA options tuned on the CPU backend) where JAX runs on CPU, else
+    ``None``: XLA's defaults."""
+    return options if jax.default_backend() == "cpu" else None
+
+
 def fast_compile() -> dict[str, Any] | None:
-    """:data:`FAST_COMPILE` on CPU (its options are the CPU backend's), else ``None``:
-    XLA's defaults."""
-    return FAST_COMPILE if jax.default_backend() == "cpu" else None
+    """:data:`FAST_COMPILE` on CPU, else ``None`` (:func:`on_cpu`)."""
+    return on_cpu(FAST_COMPILE)
 
 
 LIGHT_TIER = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
