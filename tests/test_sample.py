@@ -29,9 +29,12 @@ from vi.fisher import (
 from vi.flow_adaptation import (
     INIT_RADIUS,
     REFIT_COMPILE,
+    START_CANDIDATES,
     STEP_SIZE_GAMMA,
     Schedule,
     _initial_points,
+    _programs,
+    _started,
     _target,
 )
 from vi.keys import sample_keys
@@ -309,7 +312,8 @@ def test_inference_data_counts_every_gradient(gaussian_run):
         assert warm[name].shape == (2, 300), name
     assert idata.warmup_posterior["x"].shape == (2, 300, 3)
     assert a["n_grad_sampling"] == int(stats["n_steps"].sum())
-    assert a["n_grad_warmup"] == int(warm["n_steps"].sum()) + 2  # + the chains' first point
+    # + the candidate starting points' log densities and the chains' first point
+    assert a["n_grad_warmup"] == int(warm["n_steps"].sum()) + 2 * (START_CANDIDATES + 1)
     # one re-evaluation per chain after each change of the transport
     assert a["n_grad_training"] == 2 * a["n_transport_updates"]
     assert a["n_grad"] == a["n_grad_warmup"] + a["n_grad_training"] + a["n_grad_sampling"]
@@ -366,10 +370,26 @@ def test_keys_and_starting_points_are_those_of_the_op_by_op_draws():
         np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(expected))
     model = Model(gaussian_model)
     target = _target(model, "flow", "affine-loc")
-    y0 = _initial_points(target, model, key_init, 3)
-    noise = jax.random.uniform(key_init, (3, 3), minval=-INIT_RADIUS, maxval=INIT_RADIUS)
-    np.testing.assert_array_equal(y0, target.guide._init_latent + noise)
+    starts = _initial_points(target, model, key_init, 3)
+    noise = jax.random.uniform(key_init, (3, START_CANDIDATES, 3), minval=-INIT_RADIUS,
+                               maxval=INIT_RADIUS)
+    np.testing.assert_array_equal(starts, target.guide._init_latent + noise)
 
+
+def test_each_chain_starts_at_its_most_probable_candidate():
+    # T starts as the identity, so the potential is -log p; a NaN candidate never wins
+    target = _started(_target(Model(gaussian_model), "flow", "affine-loc"))
+    init = jax.jit(_programs(target, "flow", 10, SHORT, {}).init)
+    offsets = np.array([[[4.0, 0, 0], [0, 0.1, 0], [0, 0, -3.0], [2.0, 2.0, 2.0]],
+                        [[np.nan, 0, 0], [3.0, 0, 0], [0, -0.5, 0.5], [0, 0, 9.0]]])
+    candidates = jnp.asarray(MEAN + offsets, jnp.float32)
+    states = init(jax.random.split(jax.random.key(0), 2), candidates, target.params)
+    energies = -np.asarray(jax.vmap(jax.vmap(log_p_gaussian))(candidates))
+    for chain in range(2):
+        best = np.nanargmin(energies[chain])
+        np.testing.assert_array_equal(states.z[chain], candidates[chain, best])
+        np.testing.assert_allclose(states.potential_energy[chain], energies[chain, best],
+                                   rtol=1e-6)
 
 def test_diag_is_numpyro_nuts_in_the_same_format():
     idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400, adapt="diag", seed=2)
