@@ -391,6 +391,31 @@ def test_each_chain_starts_at_its_most_probable_candidate():
         np.testing.assert_allclose(states.potential_energy[chain], energies[chain, best],
                                    rtol=1e-6)
 
+def test_a_second_call_on_the_same_model_compiles_nothing():
+    model = Model(gaussian_model)
+    settings = {"num_warmup": 150, "num_samples": 100, "flow": "affine-loc",
+                "schedule": SHORT}
+    first = sample(model, seed=4, **settings)
+    assert first.attrs["n_refits"] == 1  # the re-fit is among the programs reused
+    was = jax.config.jax_log_compiles
+    jax.config.update("jax_log_compiles", True)
+    handler = _CompileLog()
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        again = sample(model, seed=4, **settings)
+        other_seed = sample(model, seed=5, **settings)
+        reused = list(handler.compiled)
+        sample(model, seed=4, **settings, num_chains=3)  # other settings: compiled anew
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+        jax.config.update("jax_log_compiles", was)
+    programs = ("init", "chunk", "refit", "move", "scores", "push", "settle")
+    assert not set(reused) & set(programs), reused
+    assert again.attrs["compile_time"] == other_seed.attrs["compile_time"] == 0
+    np.testing.assert_array_equal(again.posterior["x"], first.posterior["x"])
+    assert not np.array_equal(other_seed.posterior["x"], first.posterior["x"])
+    assert "chunk" in handler.compiled[len(reused):]
+
 def test_diag_is_numpyro_nuts_in_the_same_format():
     idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400, adapt="diag", seed=2)
     assert_gaussian_moments(idata)

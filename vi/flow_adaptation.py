@@ -38,7 +38,7 @@ References:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
@@ -140,6 +140,10 @@ tracing (estimated from the CPU seconds), for about 0.3 s more training; the sam
 draws to the bit (the funnel at seed 6, the horseshoe at seed 0). XLA's older fusion
 emitters on top (:data:`vi.program.FAST_COMPILE`) save 0.4 CPU seconds more and run
 5% slower."""
+
+CACHED_SAMPLERS = 4
+"""Compiled samplers a :class:`vi.Model` keeps for its later ``sample`` calls with the
+same settings (:func:`_sampler_key`), the least recently used dropped first."""
 
 MASS_OPTIONS = frozenset({"dense_mass", "adapt_mass_matrix", "regularize_mass_matrix"})
 """NUTS options of the mass matrix: ``adapt="diag"`` only (the flow is the preconditioner)."""
@@ -357,6 +361,12 @@ def sample(
     loss itself uses the scores NUTS already computed), ``n_grad_sampling`` (leapfrog
     steps) and their sum ``n_grad``.
 
+    A :class:`vi.Model` keeps the programs compiled for it: a later call on the same
+    object with the same settings (any ``seed`` and ``num_samples``, and any
+    ``num_warmup`` with ``adapt="flow"``) traces and compiles nothing, and its
+    ``compile_time`` is 0. Its data are constants of those programs: bind new data as a
+    new ``Model`` (or new arrays) rather than writing into the arrays in place.
+
     Args:
         model: a :class:`vi.Model`, or a fitted :class:`vi.Approximation` with a
             formula flow whose flow (and parameters) start the transport: then there
@@ -398,15 +408,23 @@ def sample(
                                 seed, schedule, nuts_kwargs)
     layout = chain_layout(devices, num_chains)  # bad devices fail before any work
     key_init, keys, key_refit = sample_keys(jax.random.key(seed), num_chains)
-    target = _target(model, adapt, flow)
     log = _Log()
-    # the re-fit, the largest program, starts compiling first, while the rest is set up
-    refit = _start_refit(target, num_chains, schedule, log, layout) \
-        if adapt == "flow" and num_warmup else {}
-    starts = _initial_points(target, model, key_init, num_chains)
-    programs = _compile(target, adapt, num_warmup, num_chains, schedule, nuts_kwargs, starts,
-                        log, layout, refit)
-    target = _started(target)
+    reuse = _sampler_key(model, adapt, flow, num_warmup, num_chains, schedule, nuts_kwargs,
+                         layout)
+    if reuse is not None and reuse in model._samplers:
+        target, programs = model._samplers[reuse] = model._samplers.pop(reuse)
+        starts = _initial_points(target, model, key_init, num_chains)
+    else:
+        target = _target(model, adapt, flow)
+        # the re-fit, the largest program, starts compiling first, while the rest is set up
+        refit = _start_refit(target, num_chains, schedule, log, layout) \
+            if adapt == "flow" and num_warmup else {}
+        starts = _initial_points(target, model, key_init, num_chains)
+        programs = _compile(target, adapt, num_warmup, num_chains, schedule, nuts_kwargs,
+                            starts, log, layout, refit)
+        target = _started(target)
+        if reuse is not None:
+            _keep(model, reuse, (target, programs))
     if layout is not None:
         keys, starts = layout.place((keys, starts), (layout.spread, layout.spread))
     states = programs.init(keys, starts, target.params)
@@ -422,6 +440,38 @@ def sample(
     states = runner.draw(states, params)
     return _inference_data(target, runner, log, adapt, num_chains,
                            time.perf_counter() - start)
+
+
+def _sampler_key(model: Model | Approximation, adapt: str, flow: Any, num_warmup: int,
+                 num_chains: int, schedule: Schedule, nuts_kwargs: dict[str, Any],
+                 layout: Layout | None) -> Hashable | None:
+    """Everything a call's compiled programs depend on besides the model object itself
+    (whose data they hold as constants: its arguments by identity), or None where
+    nothing is reused (an Approximation, or an option that cannot be hashed). The seed,
+    ``num_samples`` and, with ``adapt="flow"``, ``num_warmup`` are inputs, not part of
+    the key."""
+    if not isinstance(model, Model):
+        return None
+    key = (adapt, str(flow or DEFAULT_FLOW) if adapt == "flow" else None, num_chains,
+           num_warmup if adapt == "diag" else num_warmup > 0, schedule,
+           tuple(sorted(nuts_kwargs.items())),
+           jax.default_backend() if layout is None else layout.key,
+           jax.config.jax_enable_x64, model.fn, model.init_loc_fn,
+           tuple(map(id, model.args)),
+           tuple((name, id(value)) for name, value in sorted(model.kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _keep(model: Model, key: Hashable, entry: tuple[_Target, _Programs]) -> None:
+    """Keep ``entry`` for the model's later calls, the oldest dropped beyond
+    :data:`CACHED_SAMPLERS`."""
+    model._samplers[key] = entry
+    while len(model._samplers) > CACHED_SAMPLERS:
+        del model._samplers[next(iter(model._samplers))]
 
 
 def _check_arguments(model: object, num_warmup: int, num_samples: int, num_chains: int,

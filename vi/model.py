@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
 import jax
@@ -51,6 +51,9 @@ class Model:
         self.init_loc_fn: Callable[..., Any] = init_to_finite_mean()
         self.init_scale: float | None = None
         self.name = getattr(fn, "__name__", "model")
+        # programs ``vi.sample`` compiled for this model, by the settings they depend
+        # on, for its later calls (vi.flow_adaptation: at most CACHED_SAMPLERS)
+        self._samplers: dict[Hashable, Any] = {}
 
     @classmethod
     def from_logdensity(cls, fn: Callable[[Array], Array], dim: int, *, name: str = "x",
