@@ -460,6 +460,18 @@ def test_an_approximation_starts_the_transport():
     assert a["n_grad_training"] == 200 + 2 * a["n_transport_updates"]
 
 
+def test_plain_nuts_from_an_approximation_is_exact_and_counts_its_fit():
+    # adapt="diag" starts each chain at the best of its candidates drawn from q
+    approx = NFVI("affine-loc", Model(gaussian_model), seed=0).fit(200, progress=False)
+    idata = sample(approx, num_warmup=300, num_samples=400, adapt="diag", seed=5)
+    assert_gaussian_moments(idata)
+    a = idata.attrs
+    assert a["flow"] == "" and a["n_transport_updates"] == 0
+    assert a["n_grad_training"] == 200
+    assert a["n_grad_warmup"] == int(idata.warmup_sample_stats["n_steps"].sum()) \
+        + 2 * (START_CANDIDATES + 1)
+
+
 def exploding_model() -> None:
     raise AssertionError("the model ran: bad input must be refused before any work")
 
