@@ -4,7 +4,9 @@ The statistical checks compare MCMC moments with known answers within 5 Monte-Ca
 standard errors computed from ArviZ's effective sample size.
 """
 
+import gc
 import logging
+import weakref
 
 import arviz as az
 import jax
@@ -415,6 +417,12 @@ def test_a_second_call_on_the_same_model_compiles_nothing():
     np.testing.assert_array_equal(again.posterior["x"], first.posterior["x"])
     assert not np.array_equal(other_seed.posterior["x"], first.posterior["x"])
     assert "chunk" in handler.compiled[len(reused):]
+    # the programs kept refer back to the model; the cycle dies with it
+    assert len(model._samplers) == 2
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
 
 def test_diag_is_numpyro_nuts_in_the_same_format():
     idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400, adapt="diag", seed=2)
