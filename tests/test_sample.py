@@ -393,6 +393,7 @@ def test_each_chain_starts_at_its_most_probable_candidate():
         np.testing.assert_allclose(states.potential_energy[chain], energies[chain, best],
                                    rtol=1e-6)
 
+
 def test_a_second_call_on_the_same_model_compiles_nothing():
     model = Model(gaussian_model)
     settings = {"num_warmup": 150, "num_samples": 100, "flow": "affine-loc",
@@ -423,6 +424,7 @@ def test_a_second_call_on_the_same_model_compiles_nothing():
     del model
     gc.collect()
     assert alive() is None
+
 
 def test_diag_is_numpyro_nuts_in_the_same_format():
     idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400, adapt="diag", seed=2)
