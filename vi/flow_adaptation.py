@@ -141,6 +141,17 @@ draws to the bit (the funnel at seed 6, the horseshoe at seed 0). XLA's older fu
 emitters on top (:data:`vi.program.FAST_COMPILE`) save 0.4 CPU seconds more and run
 5% slower."""
 
+ONCE_COMPILE = {**RUN_ONCE, "xla_cpu_use_fusion_emitters": False}
+"""XLA options, on CPU, of the programs that run once or once a window (the start, the
+moves, the scores, the push-forward, the end of warm-up): no LLVM optimisation
+(:data:`flows.flow.RUN_ONCE`) and XLA's older fusion emitters, which halve their
+compiling (2 CPU cores: 1.3-1.7 -> 0.6-0.7 CPU seconds each on the 100-d funnel). A
+first call on that funnel then compiles for 9.0 s where it took 11.7 (means over seeds
+6, 7, 2, 3, 0, 1, 4, 5, one process each); the chains round differently, and the min
+ESS per 1000 gradients over those seeds was 38.2 against 36.7 (the build before had a
+failed seed, 5: 7.1 with 5 divergences; this one 29.3). README, "Learning the
+transport during warm-up", has the zoo's figures."""
+
 CACHED_SAMPLERS = 4
 """Compiled samplers a :class:`vi.Model` keeps for its later ``sample`` calls with the
 same settings (:func:`_sampler_key`), the least recently used dropped first."""
@@ -634,13 +645,14 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
     def jit(fn: Callable[..., Any], ins: tuple[Any, ...], out: Any) -> Any:
         return _jit(fn, layout, ins, out)
 
-    states = jax.eval_shape(programs.init, keys, starts, params)
-    records = jax.eval_shape(programs.chunk, states, params, jnp.array(0), jnp.array(FLOW))[1]
+    # each program is traced once: its trace gives the shapes the next ones need
+    init = jit(programs.init, (spread, spread, one), spread).trace(keys, starts, params)
+    chunk = jit(programs.chunk, (spread, one, one, one), (spread, one)).trace(
+        init.out_info, params, jnp.array(0), jnp.array(FLOW))
+    states, records = init.out_info, chunk.out_info[1]
     lowered = {
-        "init": lambda: jit(programs.init, (spread, spread, one), spread).lower(
-            keys, starts, params),
-        "chunk": lambda: jit(programs.chunk, (spread, one, one, one), (spread, one)).lower(
-            states, params, jnp.array(0), jnp.array(FLOW)),
+        "init": init.lower,
+        "chunk": chunk.lower,
         "push": lambda: jit(programs.push, (one, one), one).lower(params, records.y),
     }
     if adapt == "flow":
@@ -656,7 +668,8 @@ def _compile(target: _Target, adapt: str, num_warmup: int, num_chains: int,
     # optimisations; the NUTS chunk runs long and gets lighter ones (on the 100-d
     # funnel: compiled in 1.3 s against 2.2 s, as fast), the re-fit has options of
     # its own (:data:`REFIT_COMPILE`)
-    options = {name: RUN_ONCE for name in ("init", "move", "settle", "scores", "push")}
+    options = {name: on_cpu(ONCE_COMPILE) or RUN_ONCE
+               for name in ("init", "move", "settle", "scores", "push")}
     options["chunk"] = fast_compile()
     compiled = compile_all({name: lowered[name] for name in order if name in lowered},
                            options, started)
@@ -710,8 +723,7 @@ def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,
         if own_step_size:
             state = lax.cond(phase != SAMPLING, lambda s: adapt_step_size(s, phase),
                              lambda s: s, state)
-        return state, _Record(state.z, state.z_grad, state.num_steps, state.accept_prob,
-                              state.diverging, state.adapt_state.step_size, state.energy)
+        return state, _record(state)
 
     def chunk(states: HMCState, params: TransportParams, n: Array, phase: Array
               ) -> tuple[HMCState, _Record]:
@@ -719,8 +731,8 @@ def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,
             def step(s: HMCState) -> tuple[HMCState, _Record]:
                 return transition(s, params, phase)
 
-            blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
-                                 jax.eval_shape(step, state)[1])
+            # a transition's record has the shapes of the state it records
+            blank = jax.tree.map(jnp.zeros_like, _record(state))
 
             def body(s: HMCState, i: Array) -> tuple[HMCState, _Record]:
                 return lax.cond(i < n, step, lambda s: (s, blank), s)
@@ -754,6 +766,12 @@ def _programs(target: _Target, adapt: str, num_warmup: int, schedule: Schedule,
         return jax.vmap(jax.vmap(lambda v: transport.forward(params, v)[0]))(y)
 
     return _Programs(init, chunk, scores, push, move, settle, None)
+
+
+def _record(state: HMCState) -> _Record:
+    """What a chunk keeps of the transition that ended at ``state``."""
+    return _Record(state.z, state.z_grad, state.num_steps, state.accept_prob,
+                   state.diverging, state.adapt_state.step_size, state.energy)
 
 
 def _clip_step(step_size: Array) -> Array:
