@@ -14,7 +14,22 @@ from typing import Any
 
 import jax
 
-__all__ = ["call_async", "compile_all", "compile_async"]
+from flows.flow import RUN_ONCE
+
+__all__ = ["ONCE_COMPILE", "call_async", "compile_all", "compile_async"]
+
+ONCE_COMPILE = {**RUN_ONCE, "xla_cpu_use_fusion_emitters": False}
+"""XLA options, on CPU, of programs that run once or seldom: no LLVM optimisation
+(:data:`flows.flow.RUN_ONCE`) and XLA's older fusion emitters. On 2 CPU cores the
+call keys (:mod:`vi.keys`) compile their threefry code in 0.10 s instead of 0.14 s,
+integer arithmetic, so the same bits either way. ``vi.sample``'s programs that run
+once or once a window (the start, the moves, the scores, the push-forward, the end of
+warm-up) compile in half the time (1.3-1.7 -> 0.6-0.7 CPU seconds each on the 100-d
+funnel): a first call on that funnel then compiles for 9.0 s where it took 11.7
+(means over seeds 6, 7, 2, 3, 0, 1, 4, 5, one process each); the chains round
+differently, and the min ESS per 1000 gradients over those seeds was 38.2 against 36.7
+(the build before had a failed seed, 5: 7.1 with 5 divergences; this one 29.3).
+README, "Learning the transport during warm-up", has the zoo's figures."""
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nfvi-compile")
 

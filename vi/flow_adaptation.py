@@ -57,7 +57,7 @@ from flows.flow import RUN_ONCE
 from flows.options import check_int, check_number
 from guides import AutoFlow
 from vi.approximation import Approximation
-from vi.compiler import call_async, compile_all, compile_async
+from vi.compiler import ONCE_COMPILE, call_async, compile_all, compile_async
 from vi.devices import Layout, chain_layout
 from vi.elbo import flat_potential
 from vi.fisher import (
@@ -140,17 +140,6 @@ tracing (estimated from the CPU seconds), for about 0.3 s more training; the sam
 draws to the bit (the funnel at seed 6, the horseshoe at seed 0). XLA's older fusion
 emitters on top (:data:`vi.program.FAST_COMPILE`) save 0.4 CPU seconds more and run
 5% slower."""
-
-ONCE_COMPILE = {**RUN_ONCE, "xla_cpu_use_fusion_emitters": False}
-"""XLA options, on CPU, of the programs that run once or once a window (the start, the
-moves, the scores, the push-forward, the end of warm-up): no LLVM optimisation
-(:data:`flows.flow.RUN_ONCE`) and XLA's older fusion emitters, which halve their
-compiling (2 CPU cores: 1.3-1.7 -> 0.6-0.7 CPU seconds each on the 100-d funnel). A
-first call on that funnel then compiles for 9.0 s where it took 11.7 (means over seeds
-6, 7, 2, 3, 0, 1, 4, 5, one process each); the chains round differently, and the min
-ESS per 1000 gradients over those seeds was 38.2 against 36.7 (the build before had a
-failed seed, 5: 7.1 with 5 divergences; this one 29.3). README, "Learning the
-transport during warm-up", has the zoo's figures."""
 
 CACHED_SAMPLERS = 4
 """Compiled samplers a :class:`vi.Model` keeps for its later ``sample`` calls with the

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 from jax import Array
 
-from flows.flow import RUN_ONCE
+from vi.compiler import ONCE_COMPILE
 
 
 class CallKeys(NamedTuple):
@@ -30,13 +30,7 @@ class CallKeys(NamedTuple):
     setup: tuple[Array, ...]  # one key per attempt at the guide's initial point
 
 
-KEY_OPTIONS = {**RUN_ONCE, "xla_cpu_use_fusion_emitters": False}
-"""XLA options of :func:`call_keys`: :data:`flows.flow.RUN_ONCE` and XLA's older fusion
-emitters, which compile the threefry code in 0.10 s instead of 0.14 s (2 CPU cores);
-integer arithmetic, so the keys are the same bits either way."""
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2), compiler_options=KEY_OPTIONS)
+@functools.partial(jax.jit, static_argnums=(1, 2), compiler_options=ONCE_COMPILE)
 def call_keys(key: Array, restarts: int, attempts: int) -> CallKeys:
     """The :class:`CallKeys` of a call seeded with ``key`` (``jax.random.key(seed)``)
     with ``restarts`` restarts and ``attempts`` tries at the guide's initial point."""
@@ -57,7 +51,7 @@ class SampleKeys(NamedTuple):
     refit: Array  # the re-fits
 
 
-@functools.partial(jax.jit, static_argnums=1, compiler_options=KEY_OPTIONS)
+@functools.partial(jax.jit, static_argnums=1, compiler_options=ONCE_COMPILE)
 def sample_keys(key: Array, num_chains: int) -> SampleKeys:
     """The :class:`SampleKeys` of a ``vi.sample`` call seeded with ``key``:
     ``init, chains, refit = split(key, 3)``, the chains' key split ``num_chains`` ways."""
