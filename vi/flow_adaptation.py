@@ -10,10 +10,10 @@ our own terms):
    ``early_every`` draws, T's diagonal part is set to the closed-form minimiser of the
    Fisher loss on the newer half of the draws so far (:func:`vi.fisher.diagonal_fit`).
 2. *Flow phase*: then every ``every`` draws, the whole transport is re-fitted by Adam on
-   the Fisher loss of the chains' recent draws (at most ``window`` per chain, after the
-   first half of the diagonal phase), holding out the latest ``holdout`` draws of each
-   chain; the new transport is kept only if its loss on those held-out draws is lower
-   than the current one's.
+   the log of the Fisher loss of the chains' recent draws (at most ``window`` per
+   chain, after the first half of the diagonal phase), holding out the latest
+   ``holdout`` draws of each chain; the new transport is kept only if its loss on
+   those held-out draws is lower than the current one's.
 3. *Final phase*: the last ``final`` fraction of warm-up changes nothing but the step
    size.
 
@@ -173,12 +173,22 @@ class Schedule:
             the lowest held-out loss of its own evaluations (the best is kept either
             way).
 
-    The re-fit's defaults (1700 steps of 64 draws, the rate from 4e-3 down a cosine to
-    4e-4) were measured on the 100-d funnel (2 chains x (1000 + 1000), min ESS per 1000
-    gradients at seeds 6, 7, 2, 3, 0, 1, 4, 5; 2 CPU cores): 32.8 / 46.2 / 48.5 / 27.0 /
-    44.5 / 29.0 / 40.0 / 25.6 (mean 36.7) with 15 s of training, against a constant
-    rate's 2000 steps 49.5 / 42.5 / 24.5 / 39.9 / 31.7 / 31.6 / 49.2 / 35.0 (mean 38.0,
-    17-19 s) and the cosine's 1400 steps (mean 33.5, 12 s); stochastic volatility
+    The re-fit's defaults (1300 steps of 64 draws, the rate from 4e-3 down a cosine to
+    4e-4, Adam on the log of the Fisher loss: :func:`vi.fisher.make_refit`) were
+    measured on the 100-d funnel (2 chains x (1000 + 1000), min ESS per 1000 gradients
+    at seeds 6, 7, 2, 3, 0, 1, 4, 5; 2 CPU cores): 46.2 / 48.2 / 35.2 / 50.2 / 20.6 /
+    33.3 / 35.2 / 49.2 (mean 39.7, 0 divergences) with 15-18 s of training, against
+    the log's 1700 steps 38.5 / 45.2 / 44.4 / 57.1 / 25.4 / 39.2 / 49.2 / 28.2 (mean
+    40.9, 18-24 s) and the plain loss's 1700 steps 48.0 / 36.7 / 42.4 / 43.0 / 41.6 /
+    29.4 / 35.5 / 29.3 (mean 38.2); where the plain loss lost a fifth of the effective
+    draws with 1300 steps (README), the log's gradient does as well with them.
+    Stochastic volatility at seeds 0-7: 18.8 / 12.7 / 16.9 / 13.8 / 18.0 / 16.2 / 18.9
+    / 20.0 (mean 16.9, 1-6 divergences a run) against the plain loss's 1700 steps'
+    17.6 / 19.5 / 16.7 / 18.2 / 15.3 / 7.0 / 19.9 / 12.4 (mean 15.8; 14 divergences at
+    seed 5). The builds before, with the plain loss, on the 100-d funnel: 32.8 / 46.2 /
+    48.5 / 27.0 / 44.5 / 29.0 / 40.0 / 25.6 (mean 36.7) with 15 s of training, against a
+    constant rate's 2000 steps 49.5 / 42.5 / 24.5 / 39.9 / 31.7 / 31.6 / 49.2 / 35.0 (mean
+    38.0, 17-19 s) and the cosine's 1400 steps (mean 33.5, 12 s); stochastic volatility
     (seeds 0 / 1) 12.1 / 22.1 against the constant rate's 14.4 / 13.7 (plain NUTS 5.5 /
     6.0). In an earlier build 1000 steps at a constant rate stalled at seed 6 (8.4 per
     1000 gradients, held-out Fisher loss 7.4). With the coupling steps' shared
@@ -210,7 +220,7 @@ class Schedule:
     window: int = 600
     holdout: int = 64
     final: float = 0.1
-    steps: int = 1700
+    steps: int = 1300
     batch: int = 64
     learning_rate: float = 4e-3
     decay: float = 0.1
