@@ -202,8 +202,9 @@ class Schedule:
     stopped improving on its own best; the best evaluation is kept either way, so a
     stop after it changes nothing. Where a model's draws are too few for its flow the
     held-out loss turns up after 400-800 steps (stochastic volatility, d = 203, and
-    the horseshoe, d = 63), and the stop saves 25-35% and 40-50% of their training,
-    with the same draws to the last bit at seeds 0-3; on the 100-d funnel, whose
+    the horseshoe, d = 63), and the stop saved 25-35% and 40-50% of their training
+    with 1700 steps a re-fit (1-13% and 15-26% with this build's 1300), with the same
+    draws to the last bit at seeds 0-3; on the 100-d funnel, whose
     re-fits improve to their last step, it saves 3-5% (seeds 6, 7, 2, 3: the same
     draws). Of the 25 runs checked (the five funnel-shaped zoo models at seeds 0-3,
     the centred eight schools at 4-7, the 100-d funnel at four seeds) 23 gave the same
