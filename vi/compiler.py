@@ -29,7 +29,7 @@ funnel): a first call on that funnel then compiles for 9.0 s where it took 11.7
 (means over seeds 6, 7, 2, 3, 0, 1, 4, 5, one process each); the chains round
 differently, and the min ESS per 1000 gradients over those seeds was 38.2 against 36.7
 (the build before had a failed seed, 5: 7.1 with 5 divergences; this one 29.3).
-README, "Learning the transport during warm-up", has the zoo's figures."""
+docs/sample-record.md has the zoo's figures."""
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nfvi-compile")
 

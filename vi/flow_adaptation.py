@@ -80,9 +80,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_FLOW", "Schedule", "sample"]
 
 DEFAULT_FLOW = "(coupling(sigma=exp)-reverse)*4-sas"
-"""The transport's flow when none is given, chosen by measurement (README, "Learning the
-transport during warm-up"): it knows nothing of the model, both its directions cost one
-network pass per step (an ``iaf`` inverse costs d), four coupling steps reached a
+"""The transport's flow when none is given, chosen by measurement (docs/sample-record.md):
+it knows nothing of the model, both its directions cost one network pass per step (an
+``iaf`` inverse costs d), four coupling steps reached a
 held-out Fisher loss of 0.2-0.3 on the 100-d funnel, where three stopped near 5, and
 the last step, a per-coordinate sinh-arcsinh map (``sas``), gives the transport heavy
 tails where the target has them (the horseshoe's log local scales: held-out Fisher
@@ -181,7 +181,7 @@ class Schedule:
     the log's 1700 steps 38.5 / 45.2 / 44.4 / 57.1 / 25.4 / 39.2 / 49.2 / 28.2 (mean
     40.9, 18-24 s) and the plain loss's 1700 steps 48.0 / 36.7 / 42.4 / 43.0 / 41.6 /
     29.4 / 35.5 / 29.3 (mean 38.2); where the plain loss lost a fifth of the effective
-    draws with 1300 steps (README), the log's gradient does as well with them.
+    draws with 1300 steps (docs/sample-record.md), the log's gradient does as well with them.
     Stochastic volatility at seeds 0-7: 18.8 / 12.7 / 16.9 / 13.8 / 18.0 / 16.2 / 18.9
     / 20.0 (mean 16.9, 1-6 divergences a run) against the plain loss's 1700 steps'
     17.6 / 19.5 / 16.7 / 18.2 / 15.3 / 7.0 / 19.9 / 12.4 (mean 15.8; 14 divergences at
@@ -195,8 +195,7 @@ class Schedule:
     conditioner pass (:meth:`flows.coupling.Coupling.pull_back`: the same maths with other
     rounding, and 17% less time a step) the eight funnel seeds gave 48.3 / 41.7 / 41.8 /
     55.0 / 44.8 / 32.6 / 46.1 / 51.5 (mean 45.2, standard error 2.4, against 36.7 and 3.3:
-    the seeds' trajectories moved). README, "Learning the transport during warm-up", has
-    the zoo's figures.
+    the seeds' trajectories moved). docs/sample-record.md has the zoo's figures.
 
     ``patience`` (6 evaluations, 600 steps) stops a re-fit whose held-out loss has
     stopped improving on its own best; the best evaluation is kept either way, so a
