@@ -109,7 +109,7 @@ plots.marginals({'v, adapt="diag"': v_diag}) + plots.marginals({'v, adapt="flow"
 # them and a per-coordinate sinh-arcsinh step for heavy tails, was chosen on larger
 # models. For a model of a few dimensions, two
 # inverse-autoregressive steps with a shorter re-fit (400 Adam steps of 128 draws at
-# a constant rate, instead of 1,700 of 64 with the rate falling along a cosine) learn
+# a constant rate, instead of 1,300 of 64 with the rate falling along a cosine) learn
 # the funnel's shape better and sooner:
 
 # %%
@@ -123,5 +123,7 @@ summary('adapt="flow", iaf(sigma=exp)*2', small)
 # Flow adaptation buys about two orders of magnitude more effective samples per
 # gradient here, at the price of compiling and training the flow (seconds, included in
 # the wall time above). Divergences remain where T is not yet exact deep in the
-# neck; they are counted, not hidden, and the draws stay exact. `bench/funnel.py`
+# neck; they are counted, not hidden (each call above warns, `vi.DivergenceWarning`,
+# with how many diverged in each chain and what to change), and the draws stay
+# exact. `bench/funnel.py`
 # runs the same comparison on the 100-d funnel, against NumPyro's NeuTra and nutpie.

@@ -7,6 +7,7 @@
 from vi.approximation import Approximation, load
 from vi.cache import enable_compilation_cache
 from vi.callbacks import CheckParametersConvergence, EarlyStopping, Tracker
+from vi.divergences import DivergenceWarning
 from vi.flow_adaptation import sample
 from vi.model import Model
 from vi.neutra import neutra
@@ -18,6 +19,7 @@ __all__ = [
     "NFVI",
     "Approximation",
     "CheckParametersConvergence",
+    "DivergenceWarning",
     "EarlyStopping",
     "FitError",
     "FullRankADVI",

@@ -59,6 +59,7 @@ from guides import AutoFlow
 from vi.approximation import Approximation
 from vi.compiler import ONCE_COMPILE, call_async, compile_all, compile_async
 from vi.devices import Layout, chain_layout
+from vi.divergences import warn_divergences
 from vi.elbo import flat_potential
 from vi.fisher import (
     RefitData,
@@ -144,6 +145,14 @@ emitters on top (:data:`vi.program.FAST_COMPILE`) save 0.4 CPU seconds more and 
 CACHED_SAMPLERS = 4
 """Compiled samplers a :class:`vi.Model` keeps for its later ``sample`` calls with the
 same settings (:func:`_sampler_key`), the least recently used dropped first."""
+
+REMEDIES = {
+    "flow": "Raise target_accept_prob (0.9, 0.95: a smaller step size), give the transport "
+            "more warm-up draws to learn from (num_warmup), or try another flow.",
+    "diag": "Raise target_accept_prob (0.9, 0.95), reparameterize the model "
+            "(numpyro.infer.reparam), or learn a transport: adapt='flow'.",
+}
+"""What ``sample``'s divergence warning suggests, by ``adapt`` (:mod:`vi.divergences`)."""
 
 MASS_OPTIONS = frozenset({"dense_mass", "adapt_mass_matrix", "regularize_mass_matrix"})
 """NUTS options of the mass matrix: ``adapt="diag"`` only (the flow is the preconditioner)."""
@@ -410,6 +419,10 @@ def sample(
         times ``compile_time``, ``training_time``, ``warmup_time``, ``sampling_time``
         and ``wall_time`` (the whole call), in seconds.
 
+    Warns:
+        vi.DivergenceWarning: if any kept transition diverged (:mod:`vi.divergences`),
+            with what to change.
+
     Raises:
         ValueError, TypeError: for bad arguments, before any work.
     """
@@ -448,8 +461,10 @@ def sample(
     if adapt == "flow" and num_warmup:
         states = programs.settle(states)
     states = runner.draw(states, params)
-    return _inference_data(target, runner, log, adapt, num_chains,
-                           time.perf_counter() - start)
+    idata = _inference_data(target, runner, log, adapt, num_chains,
+                            time.perf_counter() - start)
+    warn_divergences(idata.sample_stats["diverging"].values, REMEDIES[adapt])
+    return idata
 
 
 def _sampler_key(model: Model | Approximation, adapt: str, flow: Any, num_warmup: int,

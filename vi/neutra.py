@@ -40,6 +40,7 @@ from numpyro.infer.util import constrain_fn
 from flows.options import check_int, check_number
 from guides import AutoFlow
 from vi.devices import chain_layout, resolve_devices
+from vi.divergences import warn_divergences
 from vi.elbo import flat_potential
 from vi.global_moves import independence_mh, no_move
 from vi.refit import refit_flow
@@ -63,6 +64,12 @@ class _Draw(NamedTuple):
     potential_energy: Array
     global_proposed: Array
     global_accepted: Array
+
+
+REMEDIES = ("Fit the flow better (more steps, a richer formula: a divergence-free run "
+            "needs T to make the pulled-back target near N(0, I) where the chains go), "
+            "or raise target_accept_prob (0.9, 0.95: a smaller step size).")
+"""What ``neutra``'s divergence warning suggests (:mod:`vi.divergences`)."""
 
 
 def pulled_back_potential(approx: Any, params: dict[str, Any] | None = None
@@ -159,6 +166,9 @@ def neutra(
             device); the flow is replicated (:mod:`vi.devices`).
         **nuts_kwargs: passed to ``numpyro.infer.NUTS`` (``target_accept_prob``,
             ``dense_mass``, ``max_tree_depth``, ...).
+
+    Warns:
+        vi.DivergenceWarning: if any kept transition diverged (:mod:`vi.divergences`).
 
     Returns:
         An ArviZ ``InferenceData`` with groups ``posterior``, ``sample_stats``
@@ -257,7 +267,9 @@ def neutra(
         groups["warmup_sample_stats"] = _sample_stats(warm)
     import arviz as az  # 1.6 s to import: only where it is used
 
-    return az.from_dict(**groups, save_warmup=warm is not None, attrs=attrs)
+    idata = az.from_dict(**groups, save_warmup=warm is not None, attrs=attrs)
+    warn_divergences(np.asarray(draws.diverging), REMEDIES)
+    return idata
 
 
 def _chains(
