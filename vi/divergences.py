@@ -5,7 +5,7 @@ bound (1000) inside a trajectory: the step size cannot follow the curvature ther
 the chain enters that region less often than the posterior does, and expectations
 weighted toward it (the neck of a funnel, a scale near zero) are biased, however many
 draws there are (Betancourt 2017, "A conceptual introduction to Hamiltonian Monte
-Carlo", section 6.2). The draws are still returned; the warning says how many diverged
+Carlo", on divergences). The draws are still returned; the warning says how many diverged
 and what to change. R-hat and effective sample sizes need the whole posterior and
 cost time, so they are left to ``arviz.summary(idata)``.
 """
