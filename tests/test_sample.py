@@ -429,6 +429,22 @@ def test_a_second_call_on_the_same_model_compiles_nothing():
     assert alive() is None
 
 
+def test_chains_on_threads_make_the_draws_of_the_chains_side_by_side():
+    # on CPU each chain runs a one-chain program on a thread of its own (more chains
+    # than cores here); on one device named explicitly the chains run side by side in
+    # one vmapped program: the same transitions (every tree as long), up to float32
+    # rounding, which the re-fit's Adam steps carry into the transport (0.0004 here;
+    # a chain mixed up with another would be off by O(1))
+    settings = {"num_warmup": 150, "num_samples": 100, "num_chains": 3, "flow": "affine-loc",
+                "seed": 7, "schedule": SHORT}
+    threads = sample(Model(gaussian_model), **settings)
+    together = sample(Model(gaussian_model), devices=jax.devices()[:1], **settings)
+    assert threads.attrs["n_refits"] == together.attrs["n_refits"] == 1
+    for group in ("sample_stats", "warmup_sample_stats"):
+        np.testing.assert_array_equal(threads[group]["n_steps"], together[group]["n_steps"])
+    np.testing.assert_allclose(threads.posterior["x"], together.posterior["x"], atol=1e-3)
+
+
 def test_diag_is_numpyro_nuts_in_the_same_format():
     idata = sample(Model(gaussian_model), num_warmup=300, num_samples=400, adapt="diag", seed=2)
     assert_gaussian_moments(idata)
